@@ -1,0 +1,9 @@
+"""hpa-tune: distributed hyperparameter search for HPA protein-localisation classifiers.
+
+Kept import-light on purpose (the CLI starts fast); import submodules for the APIs:
+``hpa_tune.data``, ``hpa_tune.models``, ``hpa_tune.losses``, ``hpa_tune.metrics``,
+``hpa_tune.search_space``, ``hpa_tune.runner``.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Data: Kaggle layout reading, preprocessing, Parquet shards, splits, the built-in sample."""

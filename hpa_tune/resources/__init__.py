@@ -1,0 +1,1 @@
+"""Data files shipped with hpa-tune (class table, real Kaggle label sets)."""
