@@ -1,0 +1,264 @@
+"""``hpa-tune prepare``: a Kaggle-layout directory -> Parquet shards, manifest and splits.
+
+One bad sample never costs the others: label problems and unreadable images are written to
+``rejected.csv`` and counted, everything else is kept. Splits are assigned from the label rows
+that pass validation (before decoding), so an unreadable image only removes itself from its split.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from hpa_tune.classes import CHANNELS, NUM_CLASSES, class_names
+from hpa_tune.data.decode import DecodedSample, SampleError, decode_sample
+from hpa_tune.data.kaggle_layout import (
+    LabelRow,
+    Rejection,
+    check_raw_dir,
+    index_channel_files,
+    missing_channels,
+    read_submission_ids,
+    read_train_csv,
+)
+from hpa_tune.data.shards import DEFAULT_SHARD_BYTES, ShardManifest, ShardWriter
+from hpa_tune.data.splits import TEST, TRAIN, assign_splits, class_counts
+from hpa_tune.errors import HpaTuneError
+
+ProgressFn = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Options of ``prepare`` (defaults are the CLI's)."""
+
+    sizes: tuple[int, ...] = (64, 224)
+    val_fraction: float = 0.15
+    holdout_fraction: float = 0.15
+    seed: int = 0
+    workers: int = 0  # 0: one per CPU
+    strict: bool = False
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    expected_size: int = 512
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What ``prepare`` wrote and what it left out."""
+
+    manifest: ShardManifest
+    rejected: list[Rejection]
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class _Task:
+    id: str
+    labels: tuple[int, ...]
+    split: str
+    files: dict[str, Path]
+
+
+def _decode_task(task: _Task, sizes: tuple[int, ...], expected_size: int) -> DecodedSample | str:
+    try:
+        return decode_sample(task.files, sizes, expected_size)
+    except SampleError as err:
+        return str(err)
+
+
+def _multi_hot(rows: list[LabelRow]) -> np.ndarray:
+    y = np.zeros((len(rows), NUM_CLASSES), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        y[i, list(row.labels)] = 1
+    return y
+
+
+def _tasks_for(
+    rows: list[LabelRow], splits: np.ndarray, image_dir: Path, rejected: list[Rejection]
+) -> list[_Task]:
+    index = index_channel_files(image_dir)
+    tasks = []
+    for row, split in zip(rows, splits, strict=True):
+        files = index.get(row.id, {})
+        missing = missing_channels(files)
+        if missing:
+            names = ", ".join(f"{row.id}_{c}.png" for c in missing)
+            rejected.append(
+                Rejection(row.id, f"missing channel file(s) in {image_dir.name}/: {names}")
+            )
+        else:
+            tasks.append(_Task(row.id, row.labels, str(split), files))
+    return tasks
+
+
+def _decoded(
+    tasks: list[_Task], options: PrepareOptions
+) -> Iterator[tuple[_Task, DecodedSample | str]]:
+    workers = options.workers or os.cpu_count() or 1
+    fn = partial(_decode_task, sizes=options.sizes, expected_size=options.expected_size)
+    if workers == 1:
+        yield from ((t, fn(t)) for t in tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from zip(tasks, pool.map(fn, tasks, chunksize=8), strict=True)
+
+
+class _ChannelMoments:
+    """Running per-channel sums for the train split's mean/std."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s = np.zeros(len(CHANNELS))
+        self.s2 = np.zeros(len(CHANNELS))
+
+    def add(self, image: np.ndarray) -> None:
+        x = image.reshape(len(CHANNELS), -1).astype(np.float64) / 255.0
+        self.n += x.shape[1]
+        self.s += x.sum(axis=1)
+        self.s2 += np.square(x).sum(axis=1)
+
+    def stats(self) -> dict[str, list[float]]:
+        n = max(self.n, 1)
+        mean = self.s / n
+        std = np.sqrt(np.maximum(self.s2 / n - mean**2, 0.0))
+        return {"mean": mean.tolist(), "std": np.maximum(std, 1e-3).tolist()}
+
+
+def _write_rejected(out_dir: Path, rejected: list[Rejection]) -> None:
+    with (out_dir / "rejected.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Id", "reason"])
+        writer.writerows([r.id, r.reason] for r in rejected)
+
+
+def _read_rows(raw_dir: Path, rejected: list[Rejection]) -> tuple[list[LabelRow], list[LabelRow]]:
+    check_raw_dir(raw_dir)
+    rows, bad = read_train_csv(raw_dir / "train.csv")
+    rejected.extend(bad)
+    test_rows: list[LabelRow] = []
+    if (raw_dir / "sample_submission.csv").is_file() and (raw_dir / "test").is_dir():
+        test_rows, bad_test = read_submission_ids(raw_dir / "sample_submission.csv")
+        rejected.extend(bad_test)
+    if not rows:
+        raise HpaTuneError(
+            f"{raw_dir / 'train.csv'}: no usable rows (every row was rejected or the file is empty)"
+        )
+    return rows, test_rows
+
+
+def prepare(
+    raw_dir: Path,
+    out_dir: Path,
+    options: PrepareOptions = PrepareOptions(),
+    progress: ProgressFn | None = None,
+) -> PrepareResult:
+    """Decode, split and shard a Kaggle-layout directory.
+
+    Args:
+        raw_dir: holds ``train.csv`` and ``train/``; optionally ``sample_submission.csv`` and ``test/``.
+        out_dir: receives ``manifest.json``, ``rejected.csv`` and ``size_*/`` shards.
+        options: sizes, split fractions, seed, workers, strictness.
+        progress: called as ``progress(done, total)`` while decoding.
+
+    Raises:
+        HpaTuneError: the directory is not a Kaggle layout, or ``strict`` and samples were rejected.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    rejected: list[Rejection] = []
+    rows, test_rows = _read_rows(raw_dir, rejected)
+    splits = assign_splits(
+        _multi_hot(rows), options.val_fraction, options.holdout_fraction, options.seed
+    )
+    tasks = _tasks_for(rows, splits, raw_dir / "train", rejected)
+    tasks += _tasks_for(test_rows, np.full(len(test_rows), TEST), raw_dir / "test", rejected)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("size_*"):
+        shutil.rmtree(old)
+    writers: dict[tuple[str, int], ShardWriter] = {}
+    moments = {size: _ChannelMoments() for size in options.sizes}
+    kept_ids: dict[str, list[str]] = {}
+    kept_labels: list[np.ndarray] = []
+    kept_splits: list[str] = []
+    resized = 0
+    for done, (task, result) in enumerate(_decoded(tasks, options), start=1):
+        if isinstance(result, str):
+            rejected.append(Rejection(task.id, result))
+        else:
+            resized += result.resized
+            y = np.zeros(NUM_CLASSES, dtype=np.uint8)
+            y[list(task.labels)] = 1
+            for size, image in result.images.items():
+                key = (task.split, size)
+                if key not in writers:
+                    writers[key] = ShardWriter(out_dir, task.split, size, options.shard_bytes)
+                writers[key].add(task.id, image, y)
+                if task.split == TRAIN:
+                    moments[size].add(image)
+            kept_ids.setdefault(task.split, []).append(task.id)
+            kept_labels.append(y)
+            kept_splits.append(task.split)
+        if progress:
+            progress(done, len(tasks))
+    for writer in writers.values():
+        writer.flush()
+    _write_rejected(out_dir, rejected)
+    if options.strict and rejected:
+        for old in out_dir.glob("size_*"):
+            shutil.rmtree(old)
+        listing = "; ".join(f"{r.id}: {r.reason}" for r in rejected[:20])
+        more = f" (and {len(rejected) - 20} more)" if len(rejected) > 20 else ""
+        raise HpaTuneError(
+            f"--strict: {len(rejected)} sample(s) rejected, nothing written "
+            f"(full list in {out_dir / 'rejected.csv'}): {listing}{more}"
+        )
+    if TRAIN not in kept_ids:
+        raise HpaTuneError(
+            f"{raw_dir}: no train sample could be decoded; see {out_dir / 'rejected.csv'}"
+        )
+    labels = np.stack(kept_labels)
+    split_arr = np.asarray(kept_splits, dtype=object)
+    manifest = ShardManifest(
+        class_names=list(class_names()),
+        channel_order=list(CHANNELS),
+        sizes=list(options.sizes),
+        splits={name: len(ids) for name, ids in kept_ids.items()},
+        class_counts=class_counts(labels, split_arr),
+        channel_stats={str(size): m.stats() for size, m in moments.items()},
+        shards=[s for w in writers.values() for s in w.shards],
+        seed=options.seed,
+        val_fraction=options.val_fraction,
+        holdout_fraction=options.holdout_fraction,
+        source=str(raw_dir.resolve()),
+        rejected=len(rejected),
+        resized=resized,
+        extra={"rejected_by_reason": dict(Counter(_reason_kind(r.reason) for r in rejected))},
+    )
+    manifest.save(out_dir)
+    return PrepareResult(manifest, rejected, out_dir)
+
+
+def _reason_kind(reason: str) -> str:
+    """A short category of a rejection reason, for the summary."""
+    for kind in (
+        "missing channel",
+        "unreadable or truncated",
+        "duplicate Id",
+        "empty Target",
+        "outside 0..",
+        "fields",
+    ):
+        if kind in reason:
+            return kind.replace("outside 0..", "label outside 0..27").replace(
+                "fields", "malformed row"
+            )
+    return "other"

@@ -1,0 +1,166 @@
+"""Parquet shards of preprocessed images plus ``manifest.json`` — written once, read by many.
+
+Layout of a prepared directory::
+
+    manifest.json                      # ShardManifest: sizes, splits, class counts, sha256 per shard
+    rejected.csv                       # Id,reason of every sample left out
+    size_64/train-00000.parquet        # one row per sample: id, image (C*S*S uint8 bytes), labels
+    size_64/val-00000.parquet ...
+
+Each image is stored as raw uint8 bytes in (C, S, S) order with C = CHANNELS (red, green, blue,
+yellow); labels are a 28-long 0/1 list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hpa_tune.classes import CHANNELS, NUM_CLASSES
+from hpa_tune.errors import HpaTuneError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DEFAULT_SHARD_BYTES = 256 * 2**20
+COMPRESSION = "zstd"
+
+
+def shard_schema(size: int) -> pa.Schema:
+    """Arrow schema of a shard holding images of side ``size``."""
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("image", pa.binary(len(CHANNELS) * size * size)),
+            ("labels", pa.list_(pa.uint8(), NUM_CLASSES)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard file as recorded in the manifest."""
+
+    path: str  # relative to the manifest's directory
+    size: int
+    split: str
+    rows: int
+    sha256: str
+
+
+@dataclass
+class ShardManifest:
+    """Everything a reader needs to trust and load a prepared directory."""
+
+    class_names: list[str]
+    channel_order: list[str]
+    sizes: list[int]
+    splits: dict[str, int]
+    class_counts: dict[str, list[int]]
+    channel_stats: dict[str, dict[str, list[float]]]  # str(size) -> {"mean", "std"} on train, 0..1
+    shards: list[ShardInfo]
+    seed: int
+    val_fraction: float
+    holdout_fraction: float
+    source: str = ""
+    rejected: int = 0
+    resized: int = 0
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        """Write ``manifest.json`` into ``directory``."""
+        path = directory / MANIFEST_NAME
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> ShardManifest:
+        """Read and check ``directory/manifest.json``.
+
+        Raises:
+            HpaTuneError: the directory has no manifest or one of another format version.
+        """
+        path = Path(directory) / MANIFEST_NAME
+        if not path.is_file():
+            raise HpaTuneError(
+                f"{path}: not found; is {directory} a directory written by `hpa-tune prepare`?"
+            )
+        raw = json.loads(path.read_text())
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise HpaTuneError(
+                f"{path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}; re-run prepare"
+            )
+        raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+        return cls(**raw)
+
+    def shards_for(self, split: str, size: int) -> list[ShardInfo]:
+        """Shards of one split at one size, in write order."""
+        return [s for s in self.shards if s.split == split and s.size == size]
+
+    def stats_for(self, size: int) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std (0..1 scale) of the train split at ``size``."""
+        stats = self.channel_stats[str(size)]
+        return stats["mean"], stats["std"]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ShardWriter:
+    """Appends samples of one (split, size) and rolls over to a new file at a byte limit."""
+
+    def __init__(
+        self, root: Path, split: str, size: int, max_bytes: int = DEFAULT_SHARD_BYTES
+    ) -> None:
+        self.root, self.split, self.size = root, split, size
+        row_bytes = len(CHANNELS) * size * size + NUM_CLASSES
+        self.rows_per_shard = max(1, max_bytes // row_bytes)
+        self.shards: list[ShardInfo] = []
+        self._ids: list[str] = []
+        self._images: list[bytes] = []
+        self._labels: list[np.ndarray] = []
+        (root / f"size_{size}").mkdir(parents=True, exist_ok=True)
+
+    def add(self, sample_id: str, image: np.ndarray, labels: np.ndarray) -> None:
+        """Buffer one sample; writes a shard when the buffer reaches the size limit."""
+        self._ids.append(sample_id)
+        self._images.append(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+        self._labels.append(np.asarray(labels, dtype=np.uint8))
+        if len(self._ids) >= self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered samples as one shard (no-op when empty)."""
+        if not self._ids:
+            return
+        schema = shard_schema(self.size)
+        labels = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.concatenate(self._labels)), NUM_CLASSES
+        )
+        table = pa.Table.from_arrays(
+            [
+                pa.array(self._ids, pa.string()),
+                pa.array(self._images, schema.field("image").type),
+                labels,
+            ],
+            schema=schema,
+        )
+        rel = f"size_{self.size}/{self.split}-{len(self.shards):05d}.parquet"
+        pq.write_table(table, self.root / rel, compression=COMPRESSION, row_group_size=1024)
+        self.shards.append(
+            ShardInfo(rel, self.size, self.split, len(self._ids), sha256_of(self.root / rel))
+        )
+        self._ids, self._images, self._labels = [], [], []

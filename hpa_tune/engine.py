@@ -1,0 +1,160 @@
+"""Training and prediction loops (no Ray here): one epoch, one pass of predictions.
+
+Reads like a recipe: build the optimiser, set the learning rate for the step, forward, loss,
+backward, step — and collect probabilities so F1 is computed over the whole epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpa_tune.config import TrialConfig
+from hpa_tune.metrics import F1Accumulator
+
+
+def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
+    """The configured optimiser over the model's trainable parameters (L2 via weight_decay)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{cfg.arch} with freeze={cfg.freeze!r} has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(progress: float, cfg: TrialConfig) -> float:
+    """Learning rate at ``progress`` epochs into training (fractional, from 0 to max_epochs).
+
+    Linear warm-up over ``warmup_epochs``, then the schedule: ``constant``; ``step`` (times
+    ``lr_step_gamma`` every ``lr_step_epochs``); ``cosine`` (to 0 at max_epochs); ``onecycle``
+    (up from lr/25 to lr over the first 30%, cosine down to lr/1e4).
+    """
+    base, total = cfg.lr, float(cfg.max_epochs)
+    if cfg.lr_schedule == "onecycle":
+        peak_at = 0.3 * total
+        if progress < peak_at:
+            return base / 25 + (base - base / 25) * progress / peak_at
+        frac = (progress - peak_at) / max(total - peak_at, 1e-9)
+        return base / 1e4 + (base - base / 1e4) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    if progress < cfg.warmup_epochs:
+        return base * (progress + 1e-3) / cfg.warmup_epochs
+    if cfg.lr_schedule == "step":
+        return base * cfg.lr_step_gamma ** int((progress - cfg.warmup_epochs) // cfg.lr_step_epochs)
+    if cfg.lr_schedule == "cosine":
+        span = max(total - cfg.warmup_epochs, 1e-9)
+        return (
+            base * 0.5 * (1 + math.cos(math.pi * min((progress - cfg.warmup_epochs) / span, 1.0)))
+        )
+    return base
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """Loss and whole-set scores of one pass over a split."""
+
+    loss: float
+    macro_f1: float
+    macro_f1_batch_avg: float
+    per_class_f1: np.ndarray
+    probs: np.ndarray
+    targets: np.ndarray
+    images_per_s: float
+    last_lr: float = 0.0
+
+
+def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+class _PassCollector:
+    """Accumulates one pass's losses, probabilities and F1 counts batch by batch."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[float, int]] = []
+        self.probs: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.f1: F1Accumulator | None = None
+        self.start = time.perf_counter()
+
+    def add(self, loss: float, logits: torch.Tensor, y: torch.Tensor) -> None:
+        p = torch.sigmoid(logits.detach().float()).cpu().numpy()
+        t = y.cpu().numpy()
+        if self.f1 is None:
+            self.f1 = F1Accumulator(num_classes=t.shape[1])
+        self.f1.update(t, p)
+        self.losses.append((loss, len(t)))
+        self.probs.append(p)
+        self.targets.append(t)
+
+    def result(self, last_lr: float = 0.0) -> PassResult:
+        if self.f1 is None:
+            raise ValueError("a pass over an empty split has no result")
+        n = sum(k for _, k in self.losses)
+        p, t = np.concatenate(self.probs), np.concatenate(self.targets)
+        return PassResult(
+            loss=sum(v * k for v, k in self.losses) / n,
+            macro_f1=self.f1.compute(),
+            macro_f1_batch_avg=self.f1.batch_averaged(),
+            per_class_f1=self.f1.per_class(),
+            probs=p,
+            targets=t,
+            images_per_s=n / max(time.perf_counter() - self.start, 1e-9),
+            last_lr=last_lr,
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrialConfig,
+    epoch: int,
+    steps_per_epoch: int,
+) -> PassResult:
+    """One epoch of training; F1 of the epoch's own predictions is accumulated over every sample."""
+    model.train()
+    device = next(model.parameters()).device
+    collected = _PassCollector()
+    lr = cfg.lr
+    for step, (x, y) in enumerate(batches):
+        lr = lr_at(epoch + step / max(steps_per_epoch, 1), cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(device):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        collected.add(loss.item(), logits, y)
+    return collected.result(last_lr=lr)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module | None = None,
+) -> PassResult:
+    """Probabilities over a whole split (eval mode), with loss and whole-set / batch-averaged F1."""
+    model.eval()
+    device = next(model.parameters()).device
+    collected = _PassCollector()
+    for x, y in batches:
+        with _autocast(device):
+            logits = model(x).float()
+        collected.add(loss_fn(logits, y).item() if loss_fn is not None else 0.0, logits, y)
+    return collected.result()

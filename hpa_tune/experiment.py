@@ -1,0 +1,94 @@
+"""The files of an experiment directory (``STORAGE/NAME``), read and written in one place.
+
+``run.json``      how the run was started (space, data, constants, budget, seed)
+``space.yaml``    the search space as loaded (the resolved configuration beside the results)
+``summary.csv``   one row per trial
+``best.json``     the winning trial: sampled params, resolved config, metric
+``refit/``        the refit model, thresholds and holdout metrics
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.search_space import SpaceSpec, parse_space
+
+RUN_FILE, SPACE_FILE, SUMMARY_FILE, BEST_FILE, REFIT_DIR = (
+    "run.json",
+    "space.yaml",
+    "summary.csv",
+    "best.json",
+    "refit",
+)
+
+
+@dataclass
+class RunRecord:
+    """How a run was started; enough for ``refit`` to reload data and replay the winner."""
+
+    space_path: str
+    data_dir: str
+    builtin_sample: bool
+    constants: dict[str, Any]
+    num_samples: int
+    max_epochs: int
+    seed: int
+    sizes: list[int]
+    cpus_per_trial: float = 1
+    gpus_per_trial: float | str = "auto"
+    time_budget_s: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BestTrial:
+    """The winner of a search."""
+
+    trial_id: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+    metric: str
+    mode: str
+    value: float
+    epoch: int
+    checkpoint: str | None
+
+
+def write_run(exp_dir: Path, record: RunRecord, spec: SpaceSpec) -> None:
+    """Save ``run.json`` and ``space.yaml``."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / RUN_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    (exp_dir / SPACE_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise HpaTuneError(f"{path}: not found; is {path.parent} an experiment directory ({what})?")
+    return path
+
+
+def read_run(exp_dir: Path) -> tuple[RunRecord, SpaceSpec]:
+    """Load ``run.json`` and ``space.yaml`` of an experiment."""
+    record = RunRecord(
+        **json.loads(_require(exp_dir / RUN_FILE, "written by hpa-tune run").read_text())
+    )
+    raw = yaml.safe_load(_require(exp_dir / SPACE_FILE, "written by hpa-tune run").read_text())
+    return record, parse_space(raw, str(exp_dir / SPACE_FILE))
+
+
+def write_best(exp_dir: Path, best: BestTrial) -> None:
+    """Save ``best.json``."""
+    (exp_dir / BEST_FILE).write_text(json.dumps(asdict(best), indent=2) + "\n")
+
+
+def read_best(exp_dir: Path) -> BestTrial:
+    """Load ``best.json``."""
+    return BestTrial(
+        **json.loads(_require(exp_dir / BEST_FILE, "with a finished search").read_text())
+    )

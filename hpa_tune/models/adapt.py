@@ -1,0 +1,113 @@
+"""Small, tested model surgery: RGB stems for RGBY input, and freezing up to a named level."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.models.registry import get_model_info, name_under
+
+VALID_IN_CHANS = (3, 4)
+
+
+def check_in_chans(in_chans: int) -> None:
+    """Raise unless ``in_chans`` is 3 (RGB) or 4 (RGBY).
+
+    Raises:
+        HpaTuneError: Any other channel count.
+    """
+    if in_chans not in VALID_IN_CHANS:
+        raise HpaTuneError(
+            f"in_chans must be 3 (red, green, blue) or 4 (red, green, blue, yellow), "
+            f"got {in_chans!r}"
+        )
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a stem convolution weight ``(O, C, kH, kW)`` to ``in_chans`` input channels.
+
+    The rule (hpa-tune images are stored red, green, blue, yellow):
+
+    * RGB weight, ``in_chans=4``: the red, green and blue filters are kept unchanged and the
+      yellow filter is the mean of the three RGB filters. Nothing is rescaled, so an image whose
+      yellow channel is zero gives exactly the pretrained RGB response.
+    * RGBY weight, ``in_chans=3``: the yellow filter is dropped.
+    * Weight already has ``in_chans`` channels: returned unchanged (the same tensor).
+
+    Args:
+        weight: Convolution weight with 3 or 4 input channels.
+        in_chans: 3 (RGB) or 4 (RGBY).
+
+    Returns:
+        Weight of shape ``(O, in_chans, kH, kW)`` with the input dtype.
+
+    Raises:
+        HpaTuneError: ``in_chans`` is not 3 or 4, or ``weight`` is not a 4-D conv weight with
+            3 or 4 input channels.
+    """
+    check_in_chans(in_chans)
+    if weight.ndim != 4 or weight.shape[1] not in VALID_IN_CHANS:
+        raise HpaTuneError(
+            f"expected a conv weight (O, 3 or 4, kH, kW), got shape {tuple(weight.shape)}"
+        )
+    if weight.shape[1] == in_chans:
+        return weight
+    if in_chans == 3:
+        return weight[:, :3].clone()
+    yellow = weight.float().mean(dim=1, keepdim=True).to(weight.dtype)
+    return torch.cat([weight, yellow], dim=1)
+
+
+def count_trainable_parameters(model: nn.Module) -> int:
+    """Number of parameter elements with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def freeze_up_to(model: nn.Module, name: str, level: str) -> None:
+    """Freeze ``model`` (built as registry model ``name``) at freeze ``level``, in place.
+
+    Everything outside the level's trainable modules (see ``ModelInfo.trainable_modules``) is
+    frozen: parameters get ``requires_grad=False``, and every ``BatchNorm2d`` there is replaced
+    by a ``FrozenBatchNorm2d`` carrying the same affine weights and running statistics, so a
+    later ``model.train()`` cannot make it update its statistics. Level ``"none"`` changes
+    nothing.
+
+    Raises:
+        HpaTuneError: Unknown model name, or ``level`` is not one of its freeze levels.
+    """
+    prefixes = get_model_info(name).trainable_prefixes(level)
+    if prefixes is None:
+        return
+    for param_name, param in model.named_parameters():
+        if not name_under(param_name, prefixes):
+            param.requires_grad_(False)
+    frozen_bn = [
+        module_name
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.BatchNorm2d) and not name_under(module_name, prefixes)
+    ]
+    for module_name in frozen_bn:
+        _replace_module(model, module_name, _frozen_copy(model.get_submodule(module_name)))
+
+
+def _frozen_copy(bn: nn.Module) -> FrozenBatchNorm2d:
+    assert isinstance(bn, nn.BatchNorm2d)
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    with torch.no_grad():
+        if bn.affine:
+            frozen.weight.copy_(bn.weight)
+            frozen.bias.copy_(bn.bias)
+        if bn.track_running_stats:
+            assert bn.running_mean is not None and bn.running_var is not None
+            frozen.running_mean.copy_(bn.running_mean)
+            frozen.running_var.copy_(bn.running_var)
+    tensors = [*bn.parameters(), *bn.buffers()]
+    return frozen.to(tensors[0].device) if tensors else frozen
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

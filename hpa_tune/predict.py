@@ -1,0 +1,121 @@
+"""``hpa-tune predict``: a refit model -> a Kaggle submission (``Id,Predicted``).
+
+Input is either prepared shards (their ``test`` split) or a raw Kaggle directory (``test/`` in
+``sample_submission.csv`` order). Every test Id appears once with at least one label; an image
+that cannot be decoded still gets a row (the train set's most frequent class) and a warning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpa_tune.classes import CHANNELS, NUM_CLASSES
+from hpa_tune.config import TrialConfig
+from hpa_tune.data.decode import SampleError, decode_sample
+from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
+from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
+from hpa_tune.data.shards import MANIFEST_NAME
+from hpa_tune.data.splits import TEST
+from hpa_tune.engine import predict
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment import REFIT_DIR
+from hpa_tune.refit import INFO_FILE, THRESHOLDS_FILE
+from hpa_tune.thresholds import at_least_one_label
+from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, build_model, default_device
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What was written: rows, and the Ids whose images could not be read."""
+
+    path: Path
+    rows: int
+    unreadable: list[str]
+
+
+def _model_dir(path: Path) -> Path:
+    for candidate in (path, path / REFIT_DIR):
+        if (candidate / MODEL_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise HpaTuneError(
+        f"{path}: no {MODEL_FILE} + {CONFIG_FILE}; pass a refit directory (EXPERIMENT_DIR/refit)"
+    )
+
+
+def _decode_one(files: dict[str, Path], size: int) -> np.ndarray | None:
+    try:
+        return decode_sample(files, (size,)).images[size]
+    except SampleError:
+        return None
+
+
+def _raw_test_arrays(raw_dir: Path, size: int, workers: int) -> tuple[SplitArrays, list[str]]:
+    rows, _ = read_submission_ids(raw_dir / "sample_submission.csv")
+    index = index_channel_files(raw_dir / "test")
+    files = [index.get(r.id, {}) for r in rows]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(partial(_decode_one, size=size), files, chunksize=8))
+    images = np.zeros((len(rows), len(CHANNELS), size, size), dtype=np.uint8)
+    unreadable = []
+    for i, (row, img) in enumerate(zip(rows, decoded, strict=True)):
+        if img is None:
+            unreadable.append(row.id)
+        else:
+            images[i] = img
+    ids = np.asarray([r.id for r in rows], dtype=object)
+    return SplitArrays(ids, images, np.zeros((len(rows), NUM_CLASSES), dtype=np.uint8)), unreadable
+
+
+def load_test_arrays(data: Path, size: int, workers: int = 0) -> tuple[SplitArrays, list[str]]:
+    """Test images from prepared shards or a raw Kaggle directory; also the unreadable Ids."""
+    data = Path(data)
+    if (data / MANIFEST_NAME).is_file():
+        return load_split(data, TEST, size), []
+    if (data / "sample_submission.csv").is_file() and (data / "test").is_dir():
+        return _raw_test_arrays(data, size, workers or os.cpu_count() or 1)
+    raise HpaTuneError(
+        f"{data}: neither prepared shards (manifest.json) nor a Kaggle layout with sample_submission.csv and test/"
+    )
+
+
+def predict_submission(model_path: Path, data: Path, out: Path, workers: int = 0) -> Submission:
+    """Write a Kaggle submission for the test images in ``data`` using a refit model."""
+    model_dir = _model_dir(Path(model_path))
+    cfg = TrialConfig(**json.loads((model_dir / CONFIG_FILE).read_text()))
+    info = json.loads((model_dir / INFO_FILE).read_text())
+    thresholds = np.asarray(json.loads((model_dir / THRESHOLDS_FILE).read_text())["thresholds"])
+    device = default_device()
+    # Weights come from model.pt: never fetch pretrained ones again.
+    model = build_model(cfg.model_copy(update={"pretrained": "none"})).to(device)
+    model.load_state_dict(torch.load(model_dir / MODEL_FILE, map_location=device))
+    arrays, unreadable = load_test_arrays(data, cfg.image_size, workers)
+    batches = BatchLoader(
+        arrays,
+        cfg.batch_size,
+        channels=cfg.channels,
+        mean=info["mean"],
+        std=info["std"],
+        device=device,
+    )
+    probs = predict(model, batches).probs
+    labels = at_least_one_label(probs, thresholds)
+    fallback = int(np.argmax(info["train_positives"]))
+    bad = set(unreadable)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Id", "Predicted"])
+        for sample_id, row in zip(arrays.ids, labels, strict=True):
+            chosen = [fallback] if sample_id in bad else np.flatnonzero(row).tolist()
+            writer.writerow([sample_id, " ".join(map(str, chosen))])
+    return Submission(out, len(arrays), unreadable)

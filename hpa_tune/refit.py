@@ -1,0 +1,204 @@
+"""``hpa-tune refit``: retrain the winner, tune per-class thresholds on val, score the holdout.
+
+Checkpoint selection and thresholds use the val split only; the holdout split is touched once,
+at the end, to score the final model — it never influences a choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hpa_tune.classes import class_names
+from hpa_tune.config import TrialConfig
+from hpa_tune.data.loader import BatchLoader, load_split
+from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
+from hpa_tune.engine import PassResult, predict
+from hpa_tune.experiment import REFIT_DIR, read_best, read_run
+from hpa_tune.metrics import macro_f1, per_class_f1
+from hpa_tune.search_space import replay
+from hpa_tune.thresholds import ClassThresholds
+from hpa_tune.trainable import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TrialData,
+    build_loss,
+    default_device,
+    load_trial_data,
+    run_epochs,
+)
+
+THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE = (
+    "thresholds.json",
+    "metrics.json",
+    "model_info.json",
+    "history.csv",
+)
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """Where the refit model went and its headline scores."""
+
+    refit_dir: Path
+    metrics: dict[str, Any]
+
+
+def trivial_baselines(
+    train_labels: np.ndarray, holdout_labels: np.ndarray, seed: int = 0
+) -> dict[str, float]:
+    """Holdout macro F1 of predictors that ignore the images.
+
+    ``all_positive`` predicts every class for every sample; ``class_prior`` predicts each class
+    at random with its train frequency (mean over 20 seeded draws).
+    """
+    all_positive = macro_f1(holdout_labels, np.ones_like(holdout_labels, dtype=float))
+    prior = train_labels.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    draws = [
+        macro_f1(holdout_labels, (rng.random(holdout_labels.shape) < prior).astype(float))
+        for _ in range(20)
+    ]
+    return {"all_positive": all_positive, "class_prior": float(np.mean(draws))}
+
+
+def _fit_best_epoch(
+    cfg: TrialConfig, data: TrialData, log: Any
+) -> tuple[torch.nn.Module, PassResult, int, list[dict]]:
+    """Train for max_epochs and keep the epoch with the best whole-set val macro F1."""
+    best_state, best_val, best_epoch, history = None, None, 0, []
+    model = None
+    for outcome in run_epochs(cfg, data):
+        m = outcome.metrics
+        history.append({k: v for k, v in m.items() if k != "val_class_f1"})
+        log(
+            f"refit epoch {m['epoch']}/{cfg.max_epochs}: train loss {m['train_loss']:.4f}, "
+            f"val macro F1 {m['val_macro_f1']:.4f}"
+        )
+        if best_val is None or outcome.val.macro_f1 > best_val.macro_f1:
+            best_state = copy.deepcopy(outcome.model.state_dict())
+            best_val, best_epoch = outcome.val, outcome.epoch
+        model = outcome.model
+    assert model is not None and best_state is not None and best_val is not None
+    model.load_state_dict(best_state)
+    return model, best_val, best_epoch, history
+
+
+def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> RefitResult:
+    """Replay the winner of ``exp_dir``, retrain it, tune thresholds on val and score the holdout.
+
+    Args:
+        exp_dir: an experiment directory with ``run.json``, ``space.yaml`` and ``best.json``.
+        data: the train/val data if already in memory (``hpa-tune run`` passes its own).
+        log: where progress lines go.
+
+    Returns:
+        The refit directory and its metrics (also written to ``refit/metrics.json``).
+    """
+    exp_dir = Path(exp_dir)
+    record, spec = read_run(exp_dir)
+    best = read_best(exp_dir)
+    cfg = replay(spec, best.params, record.constants)
+    data_dir = Path(record.data_dir)
+    if data is None or cfg.image_size not in data.arrays:
+        data = load_trial_data(data_dir, [cfg.image_size])
+    log(
+        f"refit: retraining trial {best.trial_id} ({cfg.arch}) for {cfg.max_epochs} epochs on the train split"
+    )
+    model, val, best_epoch, history = _fit_best_epoch(cfg, data, log)
+
+    thresholds = ClassThresholds().fit(val.targets, val.probs)
+    mean, std = data.channel_stats[cfg.image_size]
+    holdout_arrays = load_split(data_dir, HOLDOUT, cfg.image_size)
+    holdout_batches = BatchLoader(
+        holdout_arrays,
+        cfg.batch_size,
+        channels=cfg.channels,
+        mean=mean,
+        std=std,
+        device=default_device(),
+    )
+    holdout = predict(model, holdout_batches, build_loss(cfg, data).to(default_device()))
+
+    names = class_names()
+    train_labels = data.split(cfg.image_size, TRAIN).labels
+    f1_05 = per_class_f1(holdout.targets, holdout.probs)
+    f1_tuned = per_class_f1(holdout.targets, holdout.probs, thresholds.thresholds_)
+    val_tuned = per_class_f1(val.targets, val.probs, thresholds.thresholds_)
+    metrics: dict[str, Any] = {
+        "trial_id": best.trial_id,
+        "arch": cfg.arch,
+        "epochs": cfg.max_epochs,
+        "best_epoch": best_epoch,
+        "holdout_macro_f1@0.5": float(f1_05.mean()),
+        "holdout_macro_f1_tuned": float(f1_tuned.mean()),
+        "holdout_macro_f1_batch_avg@0.5": holdout.macro_f1_batch_avg,
+        "holdout_loss": holdout.loss,
+        "val_macro_f1@0.5": val.macro_f1,
+        "val_macro_f1_tuned": float(val_tuned.mean()),
+        "holdout_samples": len(holdout_arrays),
+        "trivial_holdout_macro_f1": trivial_baselines(train_labels, holdout.targets, cfg.seed),
+        "per_class": [
+            {
+                "index": k,
+                "name": names[k],
+                "threshold": float(thresholds.thresholds_[k]),
+                "holdout_f1@0.5": float(f1_05[k]),
+                "holdout_f1": float(f1_tuned[k]),
+                "val_f1_tuned": float(val_tuned[k]),
+                "train_positives": int(data.train_positives[k]),
+                "holdout_positives": int(holdout.targets[:, k].sum()),
+            }
+            for k in range(len(names))
+        ],
+    }
+    out = exp_dir / REFIT_DIR
+    info = {
+        "image_size": cfg.image_size,
+        "channels": cfg.channels,
+        "mean": mean,
+        "std": std,
+        "class_names": list(names),
+        "train_positives": [int(c) for c in data.train_positives],
+    }
+    _write_refit(out, cfg, model, thresholds, metrics, history, info)
+    np.savez_compressed(
+        out / "predictions.npz",
+        val_probs=val.probs,
+        val_targets=val.targets,
+        holdout_probs=holdout.probs,
+        holdout_targets=holdout.targets,
+        holdout_ids=np.asarray(holdout_arrays.ids, dtype=str),
+    )
+    return RefitResult(out, metrics)
+
+
+def _write_refit(
+    out: Path,
+    cfg: TrialConfig,
+    model: torch.nn.Module,
+    thresholds: ClassThresholds,
+    metrics: dict[str, Any],
+    history: list[dict],
+    info: dict[str, Any],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / MODEL_FILE)
+    (out / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2) + "\n")
+    names = class_names()
+    (out / THRESHOLDS_FILE).write_text(
+        json.dumps(
+            {"thresholds": thresholds.to_list(), "classes": list(names), "tuned_on": VAL}, indent=2
+        )
+        + "\n"
+    )
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    pd.DataFrame(history).to_csv(out / HISTORY_FILE, index=False)

@@ -1,0 +1,292 @@
+"""``hpa-tune run``: a Ray Tune search (OptunaSearch + ASHA) over a YAML search space.
+
+The only module that schedules trials, and so the only one (with ``progress``) importing Ray.
+The dataset is loaded once here and shared with every trial through the object store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from hpa_tune.config import TrialConfig
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment import (
+    SUMMARY_FILE,
+    BestTrial,
+    RunRecord,
+    write_best,
+    write_run,
+)
+from hpa_tune.search_space import (
+    SpaceSpec,
+    define_by_run,
+    load_space,
+    preview_configs,
+    resolve_config,
+    searched_values,
+    split_trial_config,
+)
+from hpa_tune.summary import TrialRecord, summary_frame
+from hpa_tune.trainable import TrialData, load_trial_data, train_trial
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """``hpa-tune run`` options; ``None`` means "take it from the space file"."""
+
+    space_path: Path
+    data_dir: Path | None = None
+    storage: Path = Path("results")
+    name: str | None = None
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    time_budget_s: float | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    verbose: int = 1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before Ray starts."""
+
+    spec: SpaceSpec
+    record: RunRecord
+    exp_dir: Path
+    max_concurrent: int | None
+
+
+def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPlan:
+    """Resolve budget, constants and image sizes; validate sampled configurations (pure apart from reading the YAML)."""
+    spec = load_space(options.space_path)
+    budget = spec.demo if builtin_sample else spec.budget
+    max_epochs = options.max_epochs or budget.max_epochs
+    constants: dict[str, Any] = dict(spec.fixed)
+    if builtin_sample:
+        # The built-in sample trains from scratch: no weight download on a newcomer's machine.
+        constants.update({"pretrained": "none", **spec.demo.fixed})
+    constants.update(options.overrides)
+    constants.update({"max_epochs": max_epochs, "seed": options.seed})
+    previews = preview_configs(spec, constants, n=24, seed=options.seed)
+    sizes = sorted(
+        {cfg.image_size for _, cfg in previews} | set(searched_values(spec, "image_size"))
+    )
+    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = RunRecord(
+        space_path=str(options.space_path),
+        data_dir=str(data_dir),
+        builtin_sample=builtin_sample,
+        constants=constants,
+        num_samples=options.num_samples or budget.num_samples,
+        max_epochs=max_epochs,
+        seed=options.seed,
+        sizes=sizes,
+        cpus_per_trial=options.cpus_per_trial or spec.resources.cpus_per_trial,
+        gpus_per_trial=options.gpus_per_trial
+        if options.gpus_per_trial is not None
+        else spec.resources.gpus_per_trial,
+        time_budget_s=options.time_budget_s or budget.time_budget_s,
+        overrides=dict(options.overrides),
+    )
+    max_concurrent = options.max_concurrent or spec.resources.max_concurrent
+    return RunPlan(spec, record, Path(options.storage).resolve() / name, max_concurrent)
+
+
+def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, threads: int) -> None:
+    """The Ray Tune function trainable: resolve the config, then hand over to ``train_trial``."""
+    from ray import tune
+
+    params, constants = split_trial_config(spec, config)
+    cfg = resolve_config(spec, params, constants)
+    torch.set_num_threads(threads)
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        train_trial(cfg, data, report)
+        return
+    with checkpoint.as_directory() as restore_dir:
+        train_trial(cfg, data, report, restore_dir=restore_dir)
+
+
+def _init_ray(num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+
+
+def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
+    """GPUs per trial: ``auto`` is 1 on a cluster with GPUs and 0 without; numbers are kept.
+
+    Raises:
+        HpaTuneError: GPUs were requested but the cluster has none (trials would wait forever).
+    """
+    if requested == "auto":
+        return 1.0 if cluster_gpus >= 1 else 0.0
+    gpus = float(requested)
+    if gpus > 0 and cluster_gpus < gpus:
+        raise HpaTuneError(
+            f"gpus_per_trial is {gpus:g} but the Ray cluster has {cluster_gpus:g} GPU(s); "
+            "use --gpus-per-trial 0 (or auto) to run on CPUs"
+        )
+    return gpus
+
+
+def _scheduler(plan: RunPlan) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = plan.spec.scheduler
+    if s.type == "fifo":
+        return None
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=plan.record.max_epochs,
+        grace_period=min(s.grace_period, plan.record.max_epochs),
+        reduction_factor=s.reduction_factor,
+        brackets=s.brackets,
+    )
+
+
+def _searcher(plan: RunPlan) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = plan.spec.sampler
+    sampler = optuna.samplers.TPESampler(
+        seed=plan.record.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
+    )
+    return OptunaSearch(
+        space=define_by_run(plan.spec, plan.record.constants),
+        metric=plan.spec.metric,
+        mode=plan.spec.mode,
+        sampler=sampler,
+        points_to_evaluate=[dict(p) for p in plan.spec.points_to_evaluate] or None,
+    )
+
+
+def run_search(
+    plan: RunPlan, data: TrialData, callbacks: list[Any] | None = None, verbose: int = 1
+) -> list[TrialRecord]:
+    """Run the Ray Tune search of ``plan`` on ``data``; returns one record per trial."""
+    import ray
+    from ray import tune
+
+    _init_ray()
+    rec = plan.record
+    gpus = resolve_gpus(rec.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
+    threads = max(1, int(rec.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
+        {"cpu": rec.cpus_per_trial, "gpu": gpus},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=plan.spec.metric,
+            mode=plan.spec.mode,
+            search_alg=_searcher(plan),
+            scheduler=_scheduler(plan),
+            num_samples=rec.num_samples,
+            max_concurrent_trials=plan.max_concurrent,
+            time_budget_s=rec.time_budget_s,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=plan.exp_dir.name,
+            storage_path=str(plan.exp_dir.parent),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=plan.spec.metric,
+                checkpoint_score_order=plan.spec.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=callbacks,
+            verbose=verbose,
+        ),
+    )
+    results = tuner.fit()
+    records = []
+    for result in results:  # type: ignore[attr-defined]  # ResultGrid is iterable
+        params, constants = split_trial_config(plan.spec, result.config or {})
+        history = (
+            result.metrics_dataframe.to_dict("records")
+            if result.metrics_dataframe is not None
+            else []
+        )
+        checkpoint = result.checkpoint.path if result.checkpoint else None
+        records.append(
+            TrialRecord(
+                trial_id=str(
+                    (result.metrics or {}).get("trial_id")
+                    or Path(result.path).name.removeprefix("trial_")
+                ),
+                params=params,
+                arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
+                history=[
+                    {k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")}
+                    for h in history
+                ],
+                error=str(result.error) if result.error else None,
+                path=checkpoint or result.path,
+            )
+        )
+    return records
+
+
+def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
+    """The trial with the best ``metric`` at any epoch.
+
+    Raises:
+        HpaTuneError: no trial reported the metric (every trial failed).
+    """
+    metric, mode = plan.spec.metric, plan.spec.mode
+    sign = 1 if mode == "max" else -1
+    candidates = [(sign * h[metric], r, h) for r in records for h in r.history if metric in h]
+    if not candidates:
+        errors = "; ".join(sorted({(r.error or "no report").splitlines()[-1] for r in records}))
+        raise HpaTuneError(f"no trial reported {metric}; every trial failed: {errors}")
+    _, rec, hist = max(candidates, key=lambda c: c[0])
+    cfg = resolve_config(plan.spec, rec.params, plan.record.constants)
+    return BestTrial(
+        trial_id=rec.trial_id,
+        params=rec.params,
+        config=cfg.model_dump(),
+        metric=metric,
+        mode=mode,
+        value=float(hist[metric]),
+        epoch=int(hist["epoch"]),
+        checkpoint=rec.path,
+    )
+
+
+def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestTrial]:
+    """Write ``summary.csv`` and ``best.json``; returns the summary frame and the winner."""
+    frame = summary_frame(records, plan.record.max_epochs, plan.spec.metric, plan.spec.mode)
+    frame.to_csv(plan.exp_dir / SUMMARY_FILE, index=False)
+    best = pick_best(plan, records)
+    write_best(plan.exp_dir, best)
+    return frame, best
+
+
+def prepare_run(plan: RunPlan) -> TrialData:
+    """Save the run record and load the data every trial shares."""
+    write_run(plan.exp_dir, plan.record, plan.spec)
+    return load_trial_data(Path(plan.record.data_dir), plan.record.sizes)

@@ -1,0 +1,75 @@
+"""The trial table: one row per trial with its parameters, fate and last/best scores (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+COMPLETED, PRUNED, ERROR = "completed", "pruned", "error"
+METRIC_COLUMNS = (
+    "train_macro_f1",
+    "train_macro_f1_batch_avg",
+    "train_loss",
+    "val_macro_f1",
+    "val_macro_f1_batch_avg",
+    "val_loss",
+)
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the search left it: sampled params and the per-epoch history of reports."""
+
+    trial_id: str
+    params: dict[str, Any]
+    arch: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    path: str = ""
+
+
+def trial_status(record: TrialRecord, max_epochs: int) -> str:
+    """``error`` if it raised, ``completed`` if it reached max_epochs, else ``pruned`` (stopped early)."""
+    if record.error:
+        return ERROR
+    epochs = record.history[-1]["epoch"] if record.history else 0
+    return COMPLETED if epochs >= max_epochs else PRUNED
+
+
+def summary_frame(
+    records: list[TrialRecord], max_epochs: int, metric: str, mode: str
+) -> pd.DataFrame:
+    """The trial table, best trial first.
+
+    Columns: trial_id, arch, one ``param:<name>`` column per sampled parameter, epochs, status,
+    the last epoch's train/val F1 and loss, ``best_<metric>`` and the epoch it was reached.
+    """
+    rows = []
+    for rec in records:
+        last = rec.history[-1] if rec.history else {}
+        scores = [h[metric] for h in rec.history if metric in h]
+        best_idx = None
+        if scores:
+            best_idx = max(
+                range(len(scores)), key=lambda i: scores[i] if mode == "max" else -scores[i]
+            )
+        row: dict[str, Any] = {"trial_id": rec.trial_id, "arch": rec.arch}
+        row.update({f"param:{k}": v for k, v in rec.params.items()})
+        row["epochs"] = last.get("epoch", 0)
+        row["status"] = trial_status(rec, max_epochs)
+        row.update({col: last.get(col) for col in METRIC_COLUMNS})
+        row[f"best_{metric}"] = scores[best_idx] if best_idx is not None else None
+        row["best_epoch"] = rec.history[best_idx]["epoch"] if best_idx is not None else None
+        row["trainable_params"] = last.get("trainable_params")
+        row["time_total_s"] = last.get("time_total_s")
+        row["error"] = (rec.error or "").splitlines()[-1] if rec.error else ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    key = f"best_{metric}"
+    return frame.sort_values(
+        key, ascending=(mode == "min"), na_position="last", kind="stable"
+    ).reset_index(drop=True)

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny Kaggle-layout directories written by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hpa_tune.classes import CHANNELS
+
+# Trials and refits must never try to download weights in tests.
+os.environ.setdefault("HPA_TUNE_OFFLINE", "1")
+
+
+def write_kaggle_dir(
+    root: Path, n: int, *, size: int = 512, seed: int = 0, n_test: int = 0, suffix: str = ".png"
+) -> dict[str, np.ndarray]:
+    """A Kaggle layout with ``n`` train samples (labels cycling over all 28 classes) and ``n_test``
+    test samples; returns train Id -> the (4, size, size) uint8 image written, in CHANNELS order."""
+    rng = np.random.default_rng(seed)
+    images: dict[str, np.ndarray] = {}
+    root.mkdir(parents=True, exist_ok=True)
+
+    def write(folder: str, sample_id: str) -> np.ndarray:
+        (root / folder).mkdir(exist_ok=True)
+        img = rng.integers(0, 256, (len(CHANNELS), size, size), dtype=np.uint8)
+        for plane, color in zip(img, CHANNELS, strict=True):
+            Image.fromarray(plane).save(
+                root / folder / f"{sample_id}_{color}{suffix}", compress_level=1
+            )
+        return img
+
+    lines = ["Id,Target"]
+    for i in range(n):
+        sample_id = f"{i:08x}-0000-0000-0000-000000000000"
+        labels = sorted({i % 28, (i * 7 + 3) % 28})
+        lines.append(f"{sample_id},{' '.join(map(str, labels))}")
+        images[sample_id] = write("train", sample_id)
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    if n_test:
+        sub = ["Id,Predicted"]
+        for i in range(n_test):
+            sample_id = f"{i:08x}-ffff-0000-0000-000000000000"
+            sub.append(f"{sample_id},0")
+            write("test", sample_id)
+        (root / "sample_submission.csv").write_text("\n".join(sub) + "\n")
+    return images
+
+
+SMALL_SOURCE = 128  # tests write 128 px sources (prepare(expected_size=128)) to stay fast
+
+
+@pytest.fixture
+def kaggle_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """56 train samples (every class present 4 times) and 5 test samples at 128 px."""
+    root = tmp_path / "raw"
+    return root, write_kaggle_dir(root, 56, n_test=5, size=SMALL_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in renderer's HPA-like images (a learnable signal), small: 336 train + 28 test at
+    64 px, prepared at 32 px. Shared by the trainable, search, refit and predict tests."""
+    from hpa_tune.data.prepare import PrepareOptions, prepare
+    from hpa_tune.data.sample import write_kaggle_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    write_kaggle_sample(root / "raw", 336, 28, size=64, seed=5, min_per_class=8, workers=2)
+    prepare(
+        root / "raw",
+        root / "shards",
+        PrepareOptions(sizes=(32,), workers=2, expected_size=64, seed=5),
+    )
+    return root / "shards"

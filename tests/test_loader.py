@@ -1,0 +1,107 @@
+"""Shard loading: checksummed, exact round trip; batches normalised, channel-sliced, augmented."""
+
+import numpy as np
+import pytest
+import torch
+
+from hpa_tune.data.loader import BatchLoader, SplitArrays, channel_indices, load_split
+from hpa_tune.data.prepare import PrepareOptions, prepare
+from hpa_tune.data.shards import ShardManifest
+from hpa_tune.errors import HpaTuneError
+from tests.conftest import SMALL_SOURCE
+
+
+@pytest.fixture
+def prepared(kaggle_dir, tmp_path):
+    raw, _ = kaggle_dir
+    # A tiny shard limit forces several shards per split.
+    prepare(
+        raw,
+        tmp_path / "out",
+        PrepareOptions(
+            sizes=(32,), workers=1, expected_size=SMALL_SOURCE, shard_bytes=10 * 4 * 32 * 32
+        ),
+    )
+    return tmp_path / "out"
+
+
+def test_shards_are_size_limited_and_load_back_in_order(prepared):
+    m = ShardManifest.load(prepared)
+    train_shards = m.shards_for("train", 32)
+    assert len(train_shards) > 1 and all(s.rows <= 9 for s in train_shards)
+    train = load_split(prepared, "train", 32)
+    assert train.images.shape == (m.splits["train"], 4, 32, 32) and train.images.dtype == np.uint8
+    assert train.labels.shape == (m.splits["train"], 28) and len(set(train.ids)) == len(train)
+
+
+def test_corrupt_shard_is_named(prepared):
+    shard = ShardManifest.load(prepared).shards_for("val", 32)[0]
+    path = prepared / shard.path
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(HpaTuneError, match=f"{shard.path}: sha256 does not match"):
+        load_split(prepared, "val", 32)
+
+
+def test_unprepared_size_is_named(prepared):
+    with pytest.raises(HpaTuneError, match="image size 224 was not prepared"):
+        load_split(prepared, "train", 224)
+
+
+def _arrays(n=10, size=8):
+    rng = np.random.default_rng(0)
+    return SplitArrays(
+        np.array([f"id{i}" for i in range(n)], dtype=object),
+        rng.integers(0, 256, (n, 4, size, size), dtype=np.uint8),
+        (rng.random((n, 28)) < 0.2).astype(np.uint8),
+    )
+
+
+def test_batches_cover_every_sample_once_and_are_normalised():
+    data = _arrays()
+    mean, std = [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.25, 0.25]
+    loader = BatchLoader(data, 4, channels="rgby", mean=mean, std=std)
+    xs, ys = zip(*loader, strict=True)
+    assert [len(x) for x in xs] == [4, 4, 2] and len(loader) == 3
+    x = torch.cat(xs).numpy()
+    expected = (data.images / 255.0 - np.array(mean)[None, :, None, None]) / np.array(std)[
+        None, :, None, None
+    ]
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(torch.cat(ys).numpy(), data.labels)
+
+
+def test_rgb_batches_drop_the_yellow_channel():
+    data = _arrays()
+    assert channel_indices("rgb") == [0, 1, 2]
+    x, _ = next(iter(BatchLoader(data, 10, channels="rgb", mean=[0.0] * 4, std=[1 / 255] * 4)))
+    np.testing.assert_array_equal(x.numpy(), data.images[:, :3].astype(np.float32))
+
+
+def test_shuffle_is_reproducible_per_epoch_and_differs_between_epochs():
+    data = _arrays(50)
+    loader = BatchLoader(data, 50, shuffle=True, seed=3)
+    # Within a batch indices are sorted, so compare the order of the batches' label sums.
+    small = BatchLoader(data, 5, shuffle=True, seed=3)
+    order = [y.sum().item() for _, y in small]
+    assert order == [y.sum().item() for _, y in small]
+    small.set_epoch(1)
+    assert order != [y.sum().item() for _, y in small]
+    assert len(list(loader)) == 1
+
+
+def test_augmentation_only_flips_and_rotates():
+    data = _arrays(16)
+    plain = torch.cat([x for x, _ in BatchLoader(data, 16)])
+    aug = torch.cat([x for x, _ in BatchLoader(data, 16, augment=True, seed=1)])
+    variants = 0
+    for a, p in zip(aug, plain, strict=True):
+        candidates = [torch.rot90(q, k, dims=(-2, -1)) for q in (p, p.flip(-1)) for k in range(4)]
+        matches = [torch.equal(a, c) for c in candidates]
+        assert any(matches)
+        variants += not matches[0]
+    assert variants > 0
+
+
+def test_unknown_channel_set_is_rejected():
+    with pytest.raises(ValueError, match="rgby"):
+        BatchLoader(_arrays(), 2, channels="rgbx")

@@ -1,0 +1,170 @@
+"""Search-space YAML: validation names file and key; translation samples only active parameters."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.search_space import (
+    define_by_run,
+    load_space,
+    parse_space,
+    preview_configs,
+    replay,
+    resolve_config,
+    sample_params,
+    sampling_order,
+)
+
+SPACES = sorted(Path(__file__).resolve().parents[1].joinpath("search_spaces").glob("*.yaml"))
+
+CONDITIONAL = {
+    "fixed": {"image_size": 64},
+    "params": {
+        "resnet_freeze": {
+            "type": "categorical",
+            "choices": ["fc", "none"],
+            "when": {"arch": "resnet18"},
+            "sets": "freeze",
+        },
+        "arch": {"type": "categorical", "choices": ["baseline_cnn", "resnet18", "densenet121"]},
+        "densenet_freeze": {
+            "type": "categorical",
+            "choices": ["classifier", "none"],
+            "when": {"arch": ["densenet121"]},
+            "sets": "freeze",
+        },
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "batch_size": {"type": "int", "low": 16, "high": 64, "step": 16},
+    },
+}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_shipped_space_loads_and_samples_valid_configs(path):
+    spec = load_space(path)
+    assert spec.name == path.stem
+    assert len(preview_configs(spec, dict(spec.fixed), n=8)) >= 8
+
+
+def test_conditional_parameters_appear_only_when_their_condition_holds():
+    spec = parse_space(CONDITIONAL)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_arch = set()
+    for _ in range(60):
+        trial = study.ask()
+        params = sample_params(spec, trial)
+        seen_arch.add(params["arch"])
+        assert ("resnet_freeze" in params) == (params["arch"] == "resnet18")
+        assert ("densenet_freeze" in params) == (params["arch"] == "densenet121")
+        cfg = resolve_config(spec, params, dict(spec.fixed))
+        if params["arch"] == "baseline_cnn":
+            assert cfg.freeze == "none"
+        study.tell(trial, 0.0)
+    assert seen_arch == {"baseline_cnn", "resnet18", "densenet121"}
+
+
+def test_parents_are_sampled_before_their_dependents():
+    order = sampling_order(parse_space(CONDITIONAL).params)
+    assert order.index("arch") < order.index("resnet_freeze")
+
+
+def test_define_by_run_returns_constants_and_does_no_other_work():
+    spec = parse_space(CONDITIONAL)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    assert define_by_run(spec, {"image_size": 64})(trial) == {"image_size": 64}
+    assert "arch" in trial.params and "lr" in trial.params
+
+
+def test_replay_of_a_fixed_configuration_gives_the_same_trial_config():
+    spec = parse_space(CONDITIONAL)
+    params = {"arch": "resnet18", "resnet_freeze": "fc", "lr": 0.01, "batch_size": 32}
+    cfg = replay(spec, params, {"image_size": 64})
+    assert (cfg.arch, cfg.freeze, cfg.lr, cfg.batch_size, cfg.image_size) == (
+        "resnet18",
+        "fc",
+        0.01,
+        32,
+        64,
+    )
+
+
+def test_replay_with_a_missing_parameter_names_it():
+    spec = parse_space(CONDITIONAL)
+    with pytest.raises(HpaTuneError, match="resnet_freeze"):
+        replay(spec, {"arch": "resnet18", "lr": 0.01, "batch_size": 32}, {})
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ({"parms": {}}, "unknown key 'parms'"),
+        ({"params": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "params.lr: bad range"),
+        ({"params": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}}, "low > 0"),
+        ({"params": {"lr": {"type": "float", "low": 0.1}}}, "needs 'low' and 'high'"),
+        ({"params": {"lr": {"type": "uniform", "low": 0, "high": 1}}}, "params.lr.type"),
+        ({"params": {"bs": {"type": "categorical", "choices": []}}}, "non-empty 'choices'"),
+        (
+            {
+                "params": {
+                    "freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "x"}}
+                }
+            },
+            "params.freeze.when: unknown parameter 'arch'",
+        ),
+        (
+            {"params": {"lr_typo": {"type": "float", "low": 0.1, "high": 1}}},
+            "sets unknown config key 'lr_typo'",
+        ),
+        ({"fixed": {"learning_rate": 0.1}}, "fixed.learning_rate: unknown key"),
+        (
+            {"params": {"lr": {"type": "float", "low": 0.1, "high": 1, "lwo": 2}}},
+            "unknown key 'params.lr.lwo'",
+        ),
+        ({"metric": "accuracy"}, "metric: unknown 'accuracy'"),
+        (
+            {
+                "params": {
+                    "a": {
+                        "type": "categorical",
+                        "choices": ["fc"],
+                        "when": {"b": "x"},
+                        "sets": "freeze",
+                    },
+                    "b": {
+                        "type": "categorical",
+                        "choices": ["x"],
+                        "when": {"a": "fc"},
+                        "sets": "arch",
+                    },
+                }
+            },
+            "cycle",
+        ),
+    ],
+)
+def test_bad_spaces_fail_naming_the_file_and_key(tmp_path, raw, fragment):
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(HpaTuneError) as err:
+        load_space(path)
+    assert str(path) in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_bad_fixed_value_fails_before_any_run_naming_the_key():
+    spec = parse_space({"fixed": {"arch": "resnet18", "freeze": "denseblock4"}})
+    with pytest.raises(HpaTuneError, match="freeze 'denseblock4' is not a level of resnet18"):
+        preview_configs(spec, dict(spec.fixed), n=1)
+
+
+def test_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(HpaTuneError, match="not found"):
+        load_space(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params: [unclosed\n")
+    with pytest.raises(HpaTuneError, match="not valid YAML"):
+        load_space(bad)
