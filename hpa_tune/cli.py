@@ -223,7 +223,7 @@ def run(
         max_concurrent=max_concurrent,
         seed=seed,
         overrides=_parse_overrides(overrides),
-        verbose=0 if quiet else 1,
+        live=not quiet,
     )
     builtin = data_dir is None
     if builtin:
@@ -243,7 +243,7 @@ def run(
         f"image sizes {rec.sizes}, data {rec.data_dir}"
     )
     data = prepare_run(plan)
-    records = run_search(plan, data, verbose=options.verbose)
+    records = run_search(plan, data, live=options.live)
     frame, best = write_results(plan, records)
     _print_trials(frame, plan.spec.metric)
     click.echo(
@@ -255,29 +255,29 @@ def run(
     click.echo(f"experiment: {plan.exp_dir}")
 
 
-def _print_trials(frame: Any, metric: str) -> None:
+def _console() -> Any:
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _print_trials(frame: Any, metric: str) -> None:
     from rich.table import Table
 
     table = Table(title="trials (best first)")
     param_cols = [c for c in frame.columns if c.startswith("param:")]
-    cols = [
-        "trial_id",
-        "arch",
-        *param_cols,
-        "epochs",
-        "status",
-        "train_macro_f1",
-        "train_loss",
-        "val_macro_f1",
-        "val_loss",
-        f"best_{metric}",
-    ]
+    headers = {"trial_id": "trial", "train_macro_f1": "train F1", "train_loss": "train loss",
+               "val_macro_f1": "val F1", "val_loss": "val loss", f"best_{metric}": f"best {metric}"}
+    cols = ["trial_id", *([] if "param:arch" in param_cols else ["arch"]), *param_cols, "epochs", "status",
+            "train_macro_f1", "train_loss", "val_macro_f1", "val_loss", f"best_{metric}"]
     for col in cols:
-        table.add_column(col.removeprefix("param:"), overflow="fold")
+        table.add_column(headers.get(col, col.removeprefix("param:")))
     for _, row in frame.iterrows():
         table.add_row(*[_fmt(row.get(c)) for c in cols])
-    Console(width=max(120, Console().width)).print(table)
+    _console().print(table)
+    for _, row in frame[frame["status"] == "error"].iterrows():
+        click.secho(f"trial {row['trial_id']} failed: {row['error']}", fg="red", err=True)
 
 
 def _fmt(value: Any) -> str:

@@ -6,6 +6,7 @@ The dataset is loaded once here and shared with every trial through the object s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class RunOptions:
     max_concurrent: int | None = None
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
-    verbose: int = 1
+    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,17 @@ def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, th
         train_trial(cfg, data, report, restore_dir=restore_dir)
 
 
-def _init_ray(num_cpus: int | None = None) -> None:
+def _init_ray() -> None:
+    """Join ``$RAY_ADDRESS`` (a cluster) or start a local Ray; trial logs stay in Ray's log files."""
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
 def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
@@ -182,13 +184,16 @@ def _searcher(plan: RunPlan) -> Any:
     )
 
 
-def run_search(
-    plan: RunPlan, data: TrialData, callbacks: list[Any] | None = None, verbose: int = 1
-) -> list[TrialRecord]:
-    """Run the Ray Tune search of ``plan`` on ``data``; returns one record per trial."""
+def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialRecord]:
+    """Run the Ray Tune search of ``plan`` on ``data``; returns one record per trial.
+
+    ``live`` shows the updating trial table; otherwise nothing is printed while trials run.
+    """
     import ray
     from ray import tune
 
+    # One checkpoint kept per trial makes Tune snapshot often; its warning about that is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     _init_ray()
     rec = plan.record
     gpus = resolve_gpus(rec.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
@@ -218,37 +223,44 @@ def run_search(
                 checkpoint_score_order=plan.spec.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=callbacks,
-            verbose=verbose,
+            callbacks=_callbacks(plan, live),
+            verbose=0,
         ),
     )
     results = tuner.fit()
-    records = []
-    for result in results:  # type: ignore[attr-defined]  # ResultGrid is iterable
-        params, constants = split_trial_config(plan.spec, result.config or {})
-        history = (
-            result.metrics_dataframe.to_dict("records")
-            if result.metrics_dataframe is not None
-            else []
-        )
-        checkpoint = result.checkpoint.path if result.checkpoint else None
-        records.append(
-            TrialRecord(
-                trial_id=str(
-                    (result.metrics or {}).get("trial_id")
-                    or Path(result.path).name.removeprefix("trial_")
-                ),
-                params=params,
-                arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
-                history=[
-                    {k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")}
-                    for h in history
-                ],
-                error=str(result.error) if result.error else None,
-                path=checkpoint or result.path,
-            )
-        )
-    return records
+    return [_record(plan, result) for result in results]  # type: ignore[attr-defined]
+
+
+def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
+    from hpa_tune.progress import LiveProgress
+
+    if not live:
+        return []
+    return [LiveProgress(plan.record.num_samples, plan.record.max_epochs, list(plan.spec.params))]
+
+
+def _record(plan: RunPlan, result: Any) -> TrialRecord:
+    """A TrialRecord of one Ray result; ``path`` is the checkpoint of the trial's best epoch."""
+    params, constants = split_trial_config(plan.spec, result.config or {})
+    frame = result.metrics_dataframe
+    history = [] if frame is None else frame.to_dict("records")
+    history = [{k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")} for h in history]
+    checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
+    return TrialRecord(
+        trial_id=Path(result.path).name.removeprefix("trial_"),
+        params=params,
+        arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
+        history=history,
+        error=str(result.error) if result.error else None,
+        path=checkpoint or result.path,
+    )
+
+
+def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
+    kept = [(m.get(metric), c.path) for c, m in (result.best_checkpoints or []) if m.get(metric) is not None]
+    if not kept:
+        return result.checkpoint.path if result.checkpoint else None
+    return (max if mode == "max" else min)(kept, key=lambda pair: pair[0])[1]
 
 
 def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:

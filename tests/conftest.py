@@ -75,3 +75,13 @@ def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
         PrepareOptions(sizes=(32,), workers=2, expected_size=64, seed=5),
     )
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """A real local Ray runtime (2 CPUs) shared by every test that schedules trials."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
