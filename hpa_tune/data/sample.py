@@ -6,8 +6,8 @@ endoplasmic reticulum (yellow) and a protein channel (green) that sums one locat
 label, different enough in compartment and texture for a small CNN to learn at 64 px.
 
 Scenes are drawn on a fixed 128 px canvas with vectorised numpy (dots and filaments are splatted,
-then blurred) and resized with Pillow, which keeps a 512 px sample at a few milliseconds and makes
-the scene independent of the output size.
+then blurred) and resized with Pillow: a 512 px sample renders in milliseconds, and the scene does
+not depend on the output size.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,6 @@ from hpa_tune.classes import CHANNELS, NUM_CLASSES, kaggle_label_sets
 _CANVAS = 128
 _TAU = 2 * math.pi
 _LINE_STEP = 0.8  # filament sample spacing; the blur (sigma >= 0.6) leaves no beading
-_BACKGROUND = 0.02
 # Split codes mixed into per-sample seeds; not 0: SeedSequence([seed, 0, 0]) == SeedSequence(seed).
 _TRAIN_CODE, _TEST_CODE = 1, 2
 _PNG_COMPRESS_LEVEL = 1
@@ -191,18 +190,11 @@ def _rings(centres: np.ndarray, radius: float | np.ndarray, sigma: float, amp: f
     return _paths(centres[:, None] + np.reshape(radius, (-1, 1, 1)) * circle, sigma, amp)
 
 
-@cache
-def _noise_basis(cells: int) -> np.ndarray:
-    centres = (np.arange(cells) + 0.5) * _CANVAS / cells
-    pixels = np.arange(_CANVAS) + 0.5
-    basis = np.exp(-0.5 * ((pixels[:, None] - centres) / (0.8 * _CANVAS / cells)) ** 2)
-    return (basis / np.linalg.norm(basis, axis=1, keepdims=True)).astype(np.float32)
-
-
 def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
-    """Zero-mean, unit-variance noise with features about ``128 / cells`` pixels across."""
-    basis = _noise_basis(cells)
-    return basis @ rng.standard_normal((cells, cells), dtype=np.float32) @ basis.T
+    """Zero-mean noise of about unit variance with features about ``128 / cells`` pixels across."""
+    # Bicubic upsampling in Pillow: a BLAS product would start a thread pool in every process.
+    grid = Image.fromarray(rng.standard_normal((cells, cells), dtype=np.float32))
+    return 1.2 * np.asarray(grid.resize((_CANVAS, _CANVAS), Image.Resampling.BICUBIC))
 
 
 def _soft_below(value: np.ndarray, edge: float, width: float) -> np.ndarray:
@@ -236,10 +228,12 @@ class _Ellipses:
     axes: np.ndarray  # (n, 2) semi-axes along and across the angle
     angles: np.ndarray  # (n,) direction of the first axis, from the x axis towards y
 
-    def _local(self, which: np.ndarray | int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def _local(
+        self, which: np.ndarray | int, y: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         s, c, axes = np.sin(self.angles[which]), np.cos(self.angles[which]), self.axes[which]
         dy, dx = y - self.centres[which, 0], x - self.centres[which, 1]
-        return np.stack([(dy * s + dx * c) / axes[..., 0], (dy * c - dx * s) / axes[..., 1]])
+        return (dy * s + dx * c) / axes[..., 0], (dy * c - dx * s) / axes[..., 1]
 
     def rho(self, which: np.ndarray | int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Normalised distance from the centre: 1 on the outline."""
@@ -255,10 +249,11 @@ class _Ellipses:
 
     def chord(self, which: np.ndarray, origins: np.ndarray, heading: np.ndarray) -> np.ndarray:
         """Ray parameters (n, 2) where ``origins + t * heading`` cross the outline."""
-        start = self._local(which, origins[:, 0], origins[:, 1])
-        step = self._local(which, *(origins + heading).T) - start
-        qa, qb = (step * step).sum(0), 2 * (start * step).sum(0)
-        root = np.sqrt(np.maximum(qb * qb - 4 * qa * ((start * start).sum(0) - 1), 0))
+        u, v = self._local(which, origins[:, 0], origins[:, 1])
+        u_end, v_end = self._local(which, *(origins + heading).T)
+        du, dv = u_end - u, v_end - v
+        qa, qb, qc = du * du + dv * dv, 2 * (u * du + v * dv), u * u + v * v - 1
+        root = np.sqrt(np.maximum(qb * qb - 4 * qa * qc, 0))
         return np.stack([-qb - root, -qb + root], axis=1) / (2 * qa[:, None])
 
     def window(self, k: int, level: float) -> tuple[slice, slice]:
@@ -275,7 +270,7 @@ class _Scene:
     bodies: _Ellipses
     nuclei: _Ellipses
     owner: np.ndarray  # per pixel, the cell it belongs to (smallest normalised distance)
-    cell_rho: np.ndarray  # per pixel, normalised distance to its cell's outline
+    cell_rho: np.ndarray  # per pixel, normalised distance from its cell's centre (1: outline)
     nucleus_rho: np.ndarray  # the same for its cell's nucleus
     contact: np.ndarray  # near 1 where two cells touch
     cell_mask: np.ndarray
@@ -346,13 +341,16 @@ def _per_cell(rng: np.random.Generator, cells: int, count: tuple[int, int]) -> n
     return np.repeat(np.arange(cells), rng.integers(count[0], count[1] + 1, cells))
 
 
-def _microtubule_paths(rng: np.random.Generator, bodies: _Ellipses, nuclei: _Ellipses):
-    which = _per_cell(rng, len(bodies.angles), (24, 33))
+def _microtubule_paths(
+    rng: np.random.Generator, bodies: _Ellipses, nuclei: _Ellipses
+) -> np.ndarray:
+    """Slightly bent polylines (n, 5, 2) radiating from each nucleus rim to its cell edge."""
+    which = _per_cell(rng, len(bodies.angles), (20, 28))
     starts = nuclei.points(which, 1.05, rng.uniform(0, _TAU, len(which)))
     outward = np.arctan2(*(starts - nuclei.centres[which]).T)
     heading = _unit(outward + rng.normal(0, 0.35, len(which)))
     length = np.maximum(bodies.chord(which, starts, heading)[:, 1] * 0.95, 0)
-    t = np.linspace(0, 1, 6, dtype=np.float32)[None, :, None]
+    t = np.linspace(0, 1, 5, dtype=np.float32)[None, :, None]
     bend = rng.normal(0, 0.6, (len(which), 1, 1)) * np.sin(math.pi * t) * _across(heading)[:, None]
     return starts[:, None] + length[:, None, None] * t * heading[:, None] + bend
 
@@ -422,37 +420,6 @@ def _walks(
     return np.concatenate([starts[:, None], starts[:, None] + offsets], axis=1)
 
 
-def _nuclear_dots(
-    s: _Scene,
-    rng: np.random.Generator,
-    *,
-    count: tuple[int, int],
-    reach: float,
-    sigma: float,
-    amp: float = 1.0,
-    base: float = 0.0,
-) -> np.ndarray:
-    return base * s.nucleus_mask + _dots(_nuclear_points(s, rng, count, reach), sigma, amp)
-
-
-def _cytoplasm_dots(
-    s: _Scene,
-    rng: np.random.Generator,
-    *,
-    count: tuple[int, int],
-    radii: tuple[float, float],
-    sigma: float,
-    amp: float,
-) -> np.ndarray:
-    return _dots(_cytoplasm_points(s, rng, count, radii), sigma, amp)
-
-
-def _dot_beside_nucleus(
-    s: _Scene, rng: np.random.Generator, *, radius: float, sigma: float
-) -> np.ndarray:
-    return _dots(_beside_nuclei(s, rng, radius), sigma, 1.0)
-
-
 def _fibrillar_centres(s: _Scene, rng: np.random.Generator) -> np.ndarray:
     """Clusters of fine dots where nucleoli would be."""
     centres = np.repeat(_nuclear_points(s, rng, (1, 3), 0.5), 4, axis=0)
@@ -481,9 +448,8 @@ def _actin_fibres(s: _Scene, rng: np.random.Generator) -> np.ndarray:
     rank = np.arange(len(which)) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
     spread = 1.5 * rank / (per_cell[which] - 1) - 0.75 + rng.normal(0, 0.05, len(which))
     heading = _unit(rng.uniform(0, math.pi, s.count)[which])
-    origins = s.bodies.centres[which] + (spread * s.bodies.axes[which].min(1))[:, None] * _across(
-        heading
-    )
+    offset = (spread * s.bodies.axes[which].min(1))[:, None] * _across(heading)
+    origins = s.bodies.centres[which] + offset
     t = 0.92 * s.bodies.chord(which, origins, heading)
     return _lines(origins + t[:, :1] * heading, origins + t[:, 1:] * heading, 0.6, 0.9)
 
@@ -498,16 +464,16 @@ def _focal_adhesions(s: _Scene, rng: np.random.Generator) -> np.ndarray:
 
 
 def _cytokinetic_bridges(s: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """A thin bar with a bright midbody between one or two pairs of neighbouring cells."""
+    """A thin bar with a bright midbody between up to three pairs of neighbouring cells."""
     centres, radii = s.bodies.centres, s.bodies.axes.mean(1)
     first, second = np.triu_indices(s.count, 1)
     closeness = np.hypot(*(centres[first] - centres[second]).T) / (radii[first] + radii[second])
-    pairs = np.argsort(closeness, kind="stable")[: int(rng.integers(1, 3))]
+    pairs = np.argsort(closeness, kind="stable")[: int(rng.integers(1, 4))]
     i, j = first[pairs], second[pairs]
     towards = _normalised(centres[j] - centres[i])
     starts = centres[i] + 0.45 * radii[i, None] * towards
     ends = centres[j] - 0.45 * radii[j, None] * towards
-    return _lines(starts, ends, 0.7, 1.0) + _dots((starts + ends) / 2, 1.4, 1.0)
+    return _lines(starts, ends, 0.9, 1.0) + _dots((starts + ends) / 2, 1.8, 1.0)
 
 
 def _mitotic_spindles(s: _Scene, rng: np.random.Generator) -> np.ndarray:
@@ -528,7 +494,7 @@ def _centrosomes(s: _Scene, rng: np.random.Generator) -> np.ndarray:
     """Two close dots beside each nucleus."""
     middle = _beside_nuclei(s, rng, 1.4)
     half = 1.8 * _unit(rng.uniform(0, _TAU, s.count))
-    return _dots(np.concatenate([middle - half, middle + half]), 0.8, 1.0)
+    return _dots(np.concatenate([middle - half, middle + half]), 0.9, 1.0)
 
 
 def _lipid_droplets(s: _Scene, rng: np.random.Generator) -> np.ndarray:
@@ -558,23 +524,23 @@ _PATTERNS: tuple[_Pattern, ...] = (
     # 1 Nuclear membrane: the nucleus rim
     lambda s, rng: _band(s.nucleus_rho, 0.95, 0.14) * s.cell_mask,
     # 2 Nucleoli: a few large blobs in the nucleus
-    partial(_nuclear_dots, count=(1, 3), reach=0.55, sigma=2.0),
+    lambda s, rng: _dots(_nuclear_points(s, rng, (1, 3), 0.55), 2.0, 1.0),
     # 3 Nucleoli fibrillar center
     _fibrillar_centres,
     # 4 Nuclear speckles: many small dots over a faint nucleoplasm
-    partial(_nuclear_dots, count=(12, 20), reach=0.85, sigma=0.8, amp=0.8, base=0.15),
+    lambda s, rng: 0.15 * s.nucleus_mask + _dots(_nuclear_points(s, rng, (12, 20), 0.85), 0.8, 0.8),
     # 5 Nuclear bodies: one to three distinct small dots
-    partial(_nuclear_dots, count=(1, 3), reach=0.7, sigma=1.0),
+    lambda s, rng: _dots(_nuclear_points(s, rng, (1, 3), 0.7), 1.0, 1.0),
     # 6 Endoplasmic reticulum: the reticular cloud of the yellow channel
     lambda s, rng: s.reticulum,
     # 7 Golgi apparatus
     _golgi,
     # 8 Peroxisomes: many fine cytoplasmic dots
-    partial(_cytoplasm_dots, count=(25, 40), radii=(0.3, 0.95), sigma=0.6, amp=0.75),
+    lambda s, rng: _dots(_cytoplasm_points(s, rng, (25, 40), (0.3, 0.95)), 0.6, 0.75),
     # 9 Endosomes: medium dots around the nucleus
-    partial(_cytoplasm_dots, count=(12, 18), radii=(0.35, 0.7), sigma=0.9, amp=0.85),
+    lambda s, rng: _dots(_cytoplasm_points(s, rng, (12, 18), (0.35, 0.7)), 0.9, 0.85),
     # 10 Lysosomes: fewer, larger dots towards the cell edge
-    partial(_cytoplasm_dots, count=(7, 11), radii=(0.55, 0.92), sigma=1.3, amp=0.9),
+    lambda s, rng: _dots(_cytoplasm_points(s, rng, (7, 11), (0.55, 0.92)), 1.3, 0.9),
     # 11 Intermediate filaments
     _intermediate_filaments,
     # 12 Actin filaments
@@ -590,7 +556,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     # 17 Mitotic spindle
     _mitotic_spindles,
     # 18 Microtubule organizing center: one dot beside the nucleus
-    partial(_dot_beside_nucleus, radius=1.35, sigma=1.3),
+    lambda s, rng: _dots(_beside_nuclei(s, rng, 1.35), 1.4, 1.0),
     # 19 Centrosome
     _centrosomes,
     # 20 Lipid droplets
@@ -602,11 +568,11 @@ _PATTERNS: tuple[_Pattern, ...] = (
     # 23 Mitochondria
     _mitochondria,
     # 24 Aggresome: one large bright blob beside the nucleus
-    partial(_dot_beside_nucleus, radius=1.6, sigma=2.6),
+    lambda s, rng: _dots(_beside_nuclei(s, rng, 1.6), 2.6, 1.0),
     # 25 Cytosol: the whole cytoplasm
     lambda s, rng: 0.7 * s.cytoplasm_mask,
     # 26 Cytoplasmic bodies: one to three medium blobs
-    partial(_cytoplasm_dots, count=(1, 3), radii=(0.5, 0.85), sigma=1.9, amp=1.0),
+    lambda s, rng: _dots(_cytoplasm_points(s, rng, (1, 3), (0.5, 0.85)), 1.9, 1.0),
     # 27 Rods & rings
     _rods_and_rings,
 )
@@ -657,14 +623,14 @@ def _render_canvases(classes: Sequence[int], rng: np.random.Generator) -> np.nda
         protein += rng.uniform(0.7, 1.0) * _PATTERNS[label](scene, rng)
     expression, staining = rng.uniform(0.6, 1.0, (2, scene.count)).astype(np.float32)
     canvases = {
-        "red": 0.45 * scene.microtubule_image + 0.12 * scene.cell_mask,
+        "red": 0.45 * scene.microtubule_image + 0.12 * scene.cytoplasm_mask,
         "green": protein * expression[scene.owner],
         "blue": scene.nucleus_mask * (0.6 + 0.2 * _smooth_noise(rng, 32)) * staining[scene.owner],
-        "yellow": 0.85 * scene.reticulum + 0.06 * scene.cell_mask,
+        "yellow": 0.85 * scene.reticulum + 0.06 * scene.cytoplasm_mask,
     }
-    # A flat dark offset and a few specks of debris stand in for background noise: pixel noise
-    # would double the PNG encoding time (Pillow's per-row filter search runs on every row).
-    return np.stack([canvases[c] for c in CHANNELS]) + _BACKGROUND + _debris(rng)
+    # Specks of debris on a black background stand in for camera noise: pixel noise would double
+    # the PNG encoding time (Pillow's per-row filter search skips only flat rows).
+    return np.stack([canvases[c] for c in CHANNELS]) + _debris(rng)
 
 
 def _debris(rng: np.random.Generator) -> np.ndarray:
@@ -749,7 +715,7 @@ def write_kaggle_sample(
 
     Train label sets are ``draw_label_sets(n_train, seed, min_per_class)``; test label sets are
     drawn the same way from their own seed stream, with ``min_per_class`` lowered to
-    ``max(1, n_test // 28)`` where it would not be satisfiable. Each sample is rendered from
+    ``n_test // 28`` (at least 1) where it is not satisfiable. Each sample is rendered from
     ``np.random.default_rng([seed, split_code, index])``, so the files are byte-identical for
     any ``workers``. The sample is written to a hidden directory beside ``out_dir`` and renamed
     at the end: an interrupted run never leaves a complete-looking ``out_dir``.
@@ -772,7 +738,7 @@ def write_kaggle_sample(
         FileExistsError: If ``out_dir`` exists and is not an empty directory.
     """
     out_dir = Path(out_dir)
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if size < 1 or workers < 1:
         raise ValueError(f"size and workers must be >= 1, got size={size}, workers={workers}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
