@@ -1,0 +1,60 @@
+"""What every benchmark records beside its figures: machine, date and library versions."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import pyarrow
+import torch
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20, 1)
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, memory, GPU (if any), UTC date and library versions."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyarrow": pyarrow.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line of ``machine_info()`` for the top of a printed report."""
+    gpu = f", GPU {info['gpu']}" if info["gpu"] else ", no GPU"
+    return (
+        f"{info['date_utc']} | {info['cpu']} x{info['cpus']} CPUs, {info['memory_gib']} GiB{gpu} | "
+        f"torch {info['torch']}, pyarrow {info['pyarrow']}, pillow {info['pillow']}, "
+        f"numpy {info['numpy']}"
+    )

@@ -1,0 +1,137 @@
+"""Where the time of ``bench_loader.py`` goes at one size, stage by stage, on one core.
+
+Each stage is timed on its own (best of ``--repeats``) over the cached sample and shards of
+``bench_loader.py``: the PNG loop's decode and resize; ``load_split``'s file read, sha256,
+Parquet decode and copy into one array; ``BatchLoader``'s gather and float conversion, the latter
+both as the loader writes it today and converted in place (one float allocation instead of three).
+
+Run: ``python bench/profile_loader.py [--n 400] [--size 224] [--repeats 5]``; prefix
+``THP_MEM_ALLOC_ENABLE=1`` to let torch back its large CPU tensors with transparent huge pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from bench_loader import (
+    BATCH_SIZE,
+    best_seconds,
+    ensure_prepared,
+    ensure_sample,
+    pin_to_one_core,
+)
+from PIL import Image
+
+from hpa_tune.classes import CHANNELS
+from hpa_tune.data.loader import BatchLoader, load_split
+from hpa_tune.data.shards import ShardManifest
+
+PNG_SAMPLES = 64  # the decoded 512 px planes of this many samples are held in memory
+
+
+def _report(title: str, stages: dict[str, Callable[[], object]], n: int, repeats: int) -> None:
+    print(f"\n{title}\n\n| stage | µs / sample | samples/s |\n|---|---:|---:|")
+    for name, run in stages.items():
+        seconds, _ = best_seconds(run, repeats)
+        print(f"| {name} | {seconds / n * 1e6:,.0f} | {n / seconds:,.0f} |")
+
+
+def png_stages(files: list[list[str]], size: int) -> dict[str, Callable[[], object]]:
+    """The PNG loop's two halves: decoding the four planes, and resizing them."""
+
+    def decode() -> list[Image.Image]:
+        planes = []
+        for paths in files:
+            for path in paths:
+                with Image.open(path) as img:
+                    img.load()
+                    planes.append(img.copy())
+        return planes
+
+    decoded = decode()
+    return {
+        "open + decode 4 PNGs": decode,
+        f"resize 4 planes 512 -> {size} (bilinear)": lambda: [
+            p.resize((size, size), Image.Resampling.BILINEAR) for p in decoded
+        ],
+    }
+
+
+def load_stages(root: Path, size: int, n: int) -> dict[str, Callable[[], object]]:
+    """``load_split``'s stages, each over every shard of the split."""
+    paths = [root / s.path for s in ShardManifest.load(root).shards_for("train", size)]
+    blobs = [p.read_bytes() for p in paths]
+    tables = [pq.read_table(io.BytesIO(b)) for b in blobs]
+
+    def copy_out() -> np.ndarray:
+        images = np.empty((n, len(CHANNELS), size, size), dtype=np.uint8)
+        at = 0
+        for table in tables:
+            column = table.column("image").combine_chunks()
+            count = len(column) * column.type.byte_width
+            flat = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=count)
+            images[at : at + len(column)] = flat.reshape(-1, len(CHANNELS), size, size)
+            at += len(column)
+        return images
+
+    return {
+        "read shard files (page cache)": lambda: [p.read_bytes() for p in paths],
+        "sha256": lambda: [hashlib.sha256(b).hexdigest() for b in blobs],
+        "Parquet decode (zstd + Arrow)": lambda: [pq.read_table(io.BytesIO(b)) for b in blobs],
+        "copy into one (N, 4, S, S) array": copy_out,
+        "**load_split, all of the above**": lambda: load_split(root, "train", size),
+    }
+
+
+def batch_stages(root: Path, size: int) -> dict[str, Callable[[], object]]:
+    """``BatchLoader``'s stages over one epoch (batch 64, RGBY, no shuffle)."""
+    arrays = load_split(root, "train", size)
+    mean, std = ShardManifest.load(root).stats_for(size)
+    loader = BatchLoader(arrays, BATCH_SIZE, channels="rgby", mean=mean, std=std)
+    m = torch.tensor([v * 255 for v in mean]).view(1, -1, 1, 1)  # as BatchLoader builds them
+    inv = torch.tensor([1 / (v * 255) for v in std]).view(1, -1, 1, 1)
+    starts = range(0, len(arrays), BATCH_SIZE)
+    uint8 = [torch.from_numpy(arrays.images[s : s + BATCH_SIZE, :4]) for s in starts]
+    in_place = [x.float().sub_(m).mul_(inv) for x in uint8]
+    same = all(torch.equal(a, b) for (a, _), b in zip(loader, in_place, strict=True))
+    print(f"\nin-place conversion bit-identical to BatchLoader's batches: {same}")
+    return {
+        "gather uint8 batch (images[idx, :4])": lambda: [
+            arrays.images[np.arange(s, min(s + BATCH_SIZE, len(arrays))), :4] for s in starts
+        ],
+        "float + normalise as today: (x.float() - mean) * inv_std": lambda: [
+            (x.float() - m) * inv for x in uint8
+        ],
+        "float + normalise in place: x.float().sub_(mean).mul_(inv_std)": lambda: [
+            x.float().sub_(m).mul_(inv) for x in uint8
+        ],
+        "**BatchLoader epoch, as today**": lambda: list(loader),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224], help="as prepared")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    raw = ensure_sample(args.n)
+    root = ensure_prepared(raw, args.n, tuple(sorted(set(args.sizes))))
+    pin_to_one_core()
+    ids = load_split(root, "train", args.size).ids[:PNG_SAMPLES]
+    files = [[str(raw / "train" / f"{i}_{c}.png") for c in CHANNELS] for i in ids]
+    _report("PNG loop", png_stages(files, args.size), len(files), args.repeats)
+    _report("load_split", load_stages(root, args.size, args.n), args.n, args.repeats)
+    _report("BatchLoader", batch_stages(root, args.size), args.n, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
