@@ -251,7 +251,7 @@ def run(
         f"params {best.params}"
     )
     if not no_refit:
-        _refit_and_print(plan.exp_dir, data)
+        _refit_and_print(plan.exp_dir, data, all_trials=plan.spec.score_all_trials)
     click.echo(f"experiment: {plan.exp_dir}")
 
 
@@ -267,10 +267,26 @@ def _print_trials(frame: Any, metric: str) -> None:
 
     table = Table(title="trials (best first)")
     param_cols = [c for c in frame.columns if c.startswith("param:")]
-    headers = {"trial_id": "trial", "train_macro_f1": "train F1", "train_loss": "train loss",
-               "val_macro_f1": "val F1", "val_loss": "val loss", f"best_{metric}": f"best {metric}"}
-    cols = ["trial_id", *([] if "param:arch" in param_cols else ["arch"]), *param_cols, "epochs", "status",
-            "train_macro_f1", "train_loss", "val_macro_f1", "val_loss", f"best_{metric}"]
+    headers = {
+        "trial_id": "trial",
+        "train_macro_f1": "train F1",
+        "train_loss": "train loss",
+        "val_macro_f1": "val F1",
+        "val_loss": "val loss",
+        f"best_{metric}": f"best {metric}",
+    }
+    cols = [
+        "trial_id",
+        *([] if "param:arch" in param_cols else ["arch"]),
+        *param_cols,
+        "epochs",
+        "status",
+        "train_macro_f1",
+        "train_loss",
+        "val_macro_f1",
+        "val_loss",
+        f"best_{metric}",
+    ]
     for col in cols:
         table.add_column(headers.get(col, col.removeprefix("param:")))
     for _, row in frame.iterrows():
@@ -288,7 +304,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _refit_and_print(exp_dir: Path, data: Any = None) -> None:
+def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) -> None:
+    from hpa_tune.evaluation import score_trials
+    from hpa_tune.experiment import read_run
     from hpa_tune.refit import refit as run_refit
 
     result = run_refit(exp_dir, data, log=click.echo)
@@ -300,13 +318,22 @@ def _refit_and_print(exp_dir: Path, data: Any = None) -> None:
         f"trivial: all-positive {trivial['all_positive']:.4f}, class-prior {trivial['class_prior']:.4f}"
     )
     click.echo(f"refit model, thresholds and metrics: {result.refit_dir}")
+    if all_trials:
+        record, _ = read_run(exp_dir)
+        score_trials(exp_dir, Path(record.data_dir), data, log=click.echo)
 
 
 @main.command()
 @click.argument("experiment_dir", type=click.Path(path_type=Path))
-def refit(experiment_dir: Path) -> None:
-    """Retrain the winner of EXPERIMENT_DIR, tune per-class thresholds on val, score the holdout."""
-    _refit_and_print(experiment_dir)
+@click.option(
+    "--all-trials", is_flag=True, help="Also score every trial's best checkpoint on the holdout."
+)
+def refit(experiment_dir: Path, all_trials: bool) -> None:
+    """Retrain the winner of EXPERIMENT_DIR, tune per-class thresholds on val, score the holdout.
+
+    Example: hpa-tune refit results/densenet_space-20261125-101500
+    """
+    _refit_and_print(experiment_dir, all_trials=all_trials)
     click.echo(f"experiment: {experiment_dir}")
 
 

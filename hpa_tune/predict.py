@@ -16,10 +16,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
-from hpa_tune.config import TrialConfig
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
 from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
@@ -27,10 +25,11 @@ from hpa_tune.data.shards import MANIFEST_NAME
 from hpa_tune.data.splits import TEST
 from hpa_tune.engine import predict
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import REFIT_DIR
 from hpa_tune.refit import INFO_FILE, THRESHOLDS_FILE
 from hpa_tune.thresholds import at_least_one_label
-from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, build_model, default_device
+from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,10 @@ def load_test_arrays(data: Path, size: int, workers: int = 0) -> tuple[SplitArra
 def predict_submission(model_path: Path, data: Path, out: Path, workers: int = 0) -> Submission:
     """Write a Kaggle submission for the test images in ``data`` using a refit model."""
     model_dir = _model_dir(Path(model_path))
-    cfg = TrialConfig(**json.loads((model_dir / CONFIG_FILE).read_text()))
+    model, cfg = load_checkpoint_model(model_dir)
     info = json.loads((model_dir / INFO_FILE).read_text())
     thresholds = np.asarray(json.loads((model_dir / THRESHOLDS_FILE).read_text())["thresholds"])
-    device = default_device()
-    # Weights come from model.pt: never fetch pretrained ones again.
-    model = build_model(cfg.model_copy(update={"pretrained": "none"})).to(device)
-    model.load_state_dict(torch.load(model_dir / MODEL_FILE, map_location=device))
+    device = next(model.parameters()).device
     arrays, unreadable = load_test_arrays(data, cfg.image_size, workers)
     batches = BatchLoader(
         arrays,

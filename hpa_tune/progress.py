@@ -109,7 +109,9 @@ class LiveProgress(Callback):
         self._trial(trial).status = RUNNING
         self._refresh()
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         t = self._trial(trial)
         t.epoch = int(result.get("epoch", t.epoch))
         t.val_macro_f1 = result.get("val_macro_f1")

@@ -18,28 +18,21 @@ import torch
 
 from hpa_tune.classes import class_names
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import BatchLoader, load_split
+from hpa_tune.data.loader import load_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
-from hpa_tune.engine import PassResult, predict
+from hpa_tune.engine import PassResult
+from hpa_tune.evaluation import Evaluation, evaluate
 from hpa_tune.experiment import REFIT_DIR, read_best, read_run
-from hpa_tune.metrics import macro_f1, per_class_f1
+from hpa_tune.metrics import macro_f1
 from hpa_tune.search_space import replay
-from hpa_tune.thresholds import ClassThresholds
-from hpa_tune.trainable import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    TrialData,
-    build_loss,
-    default_device,
-    load_trial_data,
-    run_epochs,
-)
+from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, run_epochs
 
-THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE = (
+THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
     "thresholds.json",
     "metrics.json",
     "model_info.json",
     "history.csv",
+    "predictions.npz",
 )
 
 
@@ -113,53 +106,39 @@ def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> Ref
         f"refit: retraining trial {best.trial_id} ({cfg.arch}) for {cfg.max_epochs} epochs on the train split"
     )
     model, val, best_epoch, history = _fit_best_epoch(cfg, data, log)
-
-    thresholds = ClassThresholds().fit(val.targets, val.probs)
-    mean, std = data.channel_stats[cfg.image_size]
-    holdout_arrays = load_split(data_dir, HOLDOUT, cfg.image_size)
-    holdout_batches = BatchLoader(
-        holdout_arrays,
-        cfg.batch_size,
-        channels=cfg.channels,
-        mean=mean,
-        std=std,
-        device=default_device(),
-    )
-    holdout = predict(model, holdout_batches, build_loss(cfg, data).to(default_device()))
+    ev = evaluate(model, cfg, data, load_split(data_dir, HOLDOUT, cfg.image_size), val=val)
 
     names = class_names()
+    f1_05, f1_tuned, val_tuned = (
+        ev.holdout_f1(tuned=False),
+        ev.holdout_f1(tuned=True),
+        ev.val_f1_tuned(),
+    )
     train_labels = data.split(cfg.image_size, TRAIN).labels
-    f1_05 = per_class_f1(holdout.targets, holdout.probs)
-    f1_tuned = per_class_f1(holdout.targets, holdout.probs, thresholds.thresholds_)
-    val_tuned = per_class_f1(val.targets, val.probs, thresholds.thresholds_)
     metrics: dict[str, Any] = {
         "trial_id": best.trial_id,
         "arch": cfg.arch,
         "epochs": cfg.max_epochs,
         "best_epoch": best_epoch,
-        "holdout_macro_f1@0.5": float(f1_05.mean()),
-        "holdout_macro_f1_tuned": float(f1_tuned.mean()),
-        "holdout_macro_f1_batch_avg@0.5": holdout.macro_f1_batch_avg,
-        "holdout_loss": holdout.loss,
-        "val_macro_f1@0.5": val.macro_f1,
-        "val_macro_f1_tuned": float(val_tuned.mean()),
-        "holdout_samples": len(holdout_arrays),
-        "trivial_holdout_macro_f1": trivial_baselines(train_labels, holdout.targets, cfg.seed),
+        **ev.headline(),
+        "holdout_samples": len(ev.holdout_ids),
+        "trivial_holdout_macro_f1": trivial_baselines(train_labels, ev.holdout.targets, cfg.seed),
         "per_class": [
             {
                 "index": k,
                 "name": names[k],
-                "threshold": float(thresholds.thresholds_[k]),
+                "threshold": float(ev.thresholds.thresholds_[k]),
                 "holdout_f1@0.5": float(f1_05[k]),
                 "holdout_f1": float(f1_tuned[k]),
                 "val_f1_tuned": float(val_tuned[k]),
                 "train_positives": int(data.train_positives[k]),
-                "holdout_positives": int(holdout.targets[:, k].sum()),
+                "holdout_positives": int(ev.holdout.targets[:, k].sum()),
             }
             for k in range(len(names))
         ],
     }
     out = exp_dir / REFIT_DIR
+    mean, std = data.channel_stats[cfg.image_size]
     info = {
         "image_size": cfg.image_size,
         "channels": cfg.channels,
@@ -168,15 +147,7 @@ def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> Ref
         "class_names": list(names),
         "train_positives": [int(c) for c in data.train_positives],
     }
-    _write_refit(out, cfg, model, thresholds, metrics, history, info)
-    np.savez_compressed(
-        out / "predictions.npz",
-        val_probs=val.probs,
-        val_targets=val.targets,
-        holdout_probs=holdout.probs,
-        holdout_targets=holdout.targets,
-        holdout_ids=np.asarray(holdout_arrays.ids, dtype=str),
-    )
+    _write_refit(out, cfg, model, ev, metrics, history, info)
     return RefitResult(out, metrics)
 
 
@@ -184,7 +155,7 @@ def _write_refit(
     out: Path,
     cfg: TrialConfig,
     model: torch.nn.Module,
-    thresholds: ClassThresholds,
+    ev: Evaluation,
     metrics: dict[str, Any],
     history: list[dict],
     info: dict[str, Any],
@@ -192,13 +163,20 @@ def _write_refit(
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / MODEL_FILE)
     (out / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2) + "\n")
-    names = class_names()
-    (out / THRESHOLDS_FILE).write_text(
-        json.dumps(
-            {"thresholds": thresholds.to_list(), "classes": list(names), "tuned_on": VAL}, indent=2
-        )
-        + "\n"
-    )
+    thresholds = {
+        "thresholds": ev.thresholds.to_list(),
+        "classes": list(class_names()),
+        "tuned_on": VAL,
+    }
+    (out / THRESHOLDS_FILE).write_text(json.dumps(thresholds, indent=2) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     pd.DataFrame(history).to_csv(out / HISTORY_FILE, index=False)
+    np.savez_compressed(
+        out / PREDICTIONS_FILE,
+        val_probs=ev.val.probs,
+        val_targets=ev.val.targets,
+        holdout_probs=ev.holdout.probs,
+        holdout_targets=ev.holdout.targets,
+        holdout_ids=np.asarray(ev.holdout_ids, dtype=str),
+    )

@@ -29,6 +29,7 @@ from hpa_tune.search_space import (
     SpaceSpec,
     define_by_run,
     load_space,
+    pin_values,
     preview_configs,
     resolve_config,
     searched_values,
@@ -72,12 +73,13 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
     spec = load_space(options.space_path)
     budget = spec.demo if builtin_sample else spec.budget
     max_epochs = options.max_epochs or budget.max_epochs
-    constants: dict[str, Any] = dict(spec.fixed)
+    pinned: dict[str, Any] = {}
     if builtin_sample:
         # The built-in sample trains from scratch: no weight download on a newcomer's machine.
-        constants.update({"pretrained": "none", **spec.demo.fixed})
-    constants.update(options.overrides)
-    constants.update({"max_epochs": max_epochs, "seed": options.seed})
+        pinned.update({"pretrained": "none", **spec.demo.fixed})
+    pinned.update(options.overrides)
+    spec = pin_values(spec, pinned)
+    constants: dict[str, Any] = {**spec.fixed, "max_epochs": max_epochs, "seed": options.seed}
     previews = preview_configs(spec, constants, n=24, seed=options.seed)
     sizes = sorted(
         {cfg.image_size for _, cfg in previews} | set(searched_values(spec, "image_size"))
@@ -244,7 +246,9 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     params, constants = split_trial_config(plan.spec, result.config or {})
     frame = result.metrics_dataframe
     history = [] if frame is None else frame.to_dict("records")
-    history = [{k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")} for h in history]
+    history = [
+        {k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")} for h in history
+    ]
     checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
     return TrialRecord(
         trial_id=Path(result.path).name.removeprefix("trial_"),
@@ -257,7 +261,11 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
 
 
 def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
-    kept = [(m.get(metric), c.path) for c, m in (result.best_checkpoints or []) if m.get(metric) is not None]
+    kept = [
+        (m.get(metric), c.path)
+        for c, m in (result.best_checkpoints or [])
+        if m.get(metric) is not None
+    ]
     if not kept:
         return result.checkpoint.path if result.checkpoint else None
     return (max if mode == "max" else min)(kept, key=lambda pair: pair[0])[1]

@@ -129,6 +129,9 @@ class SpaceSpec(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     points_to_evaluate: list[dict[str, Scalar]] = Field(default_factory=list)
+    score_all_trials: bool = (
+        False  # after refit, score every trial's best checkpoint on the holdout
+    )
 
     @model_validator(mode="after")
     def _check_structure(self) -> SpaceSpec:
@@ -348,7 +351,12 @@ def preview_configs(
     Raises:
         HpaTuneError: a sampled configuration is not a valid TrialConfig.
     """
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for point in spec.points_to_evaluate:
         study.enqueue_trial(point)
     out = []
@@ -367,3 +375,39 @@ def searched_values(spec: SpaceSpec, key: str) -> list[Any]:
         if spec.config_key(name) == key and p.choices:
             values += [v for v in p.choices if v not in values]
     return values
+
+
+def pin_values(spec: SpaceSpec, values: dict[str, Any]) -> SpaceSpec:
+    """The space with some config keys pinned (``--set``, a demo's fixed values).
+
+    A pinned key leaves the search: parameters that set it are removed, conditions on them are
+    resolved against the pinned value (kept parameters lose that condition, others are removed),
+    and the pinned values join ``fixed``.
+    """
+    params = dict(spec.params)
+    removed: dict[str, Any] = {
+        name: values[spec.config_key(name)] for name in params if spec.config_key(name) in values
+    }
+    while removed:
+        for name in removed:
+            params.pop(name, None)
+        newly: dict[str, Any] = {}
+        for name, p in list(params.items()):
+            cond = p.condition()
+            decided = {parent: v for parent, v in cond.items() if parent in removed}
+            if not decided:
+                continue
+            if all(removed[parent] in v for parent, v in decided.items()):
+                rest = {k: v for k, v in cond.items() if k not in decided}
+                params[name] = p.model_copy(update={"when": rest or None})
+            else:
+                newly[name] = None  # its condition can never hold: never sampled
+        removed = newly
+    points = [{k: v for k, v in point.items() if k in params} for point in spec.points_to_evaluate]
+    return spec.model_copy(
+        update={
+            "params": params,
+            "fixed": {**spec.fixed, **values},
+            "points_to_evaluate": [p for p in points if p],
+        }
+    )

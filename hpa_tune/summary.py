@@ -27,7 +27,7 @@ class TrialRecord:
     arch: str
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    path: str = ""
+    path: str = ""  # the checkpoint of the trial's best epoch (else the trial directory)
 
 
 def trial_status(record: TrialRecord, max_epochs: int) -> str:
@@ -65,6 +65,7 @@ def summary_frame(
         row["trainable_params"] = last.get("trainable_params")
         row["time_total_s"] = last.get("time_total_s")
         row["error"] = (rec.error or "").splitlines()[-1] if rec.error else ""
+        row["checkpoint"] = rec.path
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

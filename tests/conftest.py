@@ -85,3 +85,21 @@ def ray_runtime():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def builtin_sample(tmp_path_factory: pytest.TempPathFactory):
+    """The real built-in sample (default settings), rendered and prepared once into a private
+    cache; ``HPA_TUNE_CACHE`` points there for the whole session."""
+    from hpa_tune.data.builtin import ensure_builtin_sample
+
+    cache = tmp_path_factory.mktemp("hpa-cache")
+    previous = os.environ.get("HPA_TUNE_CACHE")
+    os.environ["HPA_TUNE_CACHE"] = str(cache)
+    try:
+        yield ensure_builtin_sample()
+    finally:
+        if previous is None:
+            os.environ.pop("HPA_TUNE_CACHE", None)
+        else:
+            os.environ["HPA_TUNE_CACHE"] = previous

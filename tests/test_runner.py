@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
-from hpa_tune.runner import resolve_gpus
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.runner import resolve_gpus
 
 pytestmark = pytest.mark.ray
 
@@ -42,8 +42,19 @@ def experiment(ray_runtime, sample_shards, tmp_path_factory):
     space.write_text(yaml.safe_dump(SPACE))
     result = CliRunner().invoke(
         main,
-        ["run", str(space), "--data", str(sample_shards), "--storage", str(root / "runs"), "--name", "t",
-         "--seed", "1", "--quiet"],
+        [
+            "run",
+            str(space),
+            "--data",
+            str(sample_shards),
+            "--storage",
+            str(root / "runs"),
+            "--name",
+            "t",
+            "--seed",
+            "1",
+            "--quiet",
+        ],
     )
     assert result.exit_code == 0, result.output
     return root / "runs" / "t", result.output
@@ -63,8 +74,15 @@ def test_summary_has_every_trial_and_asha_stopped_some(experiment):
     assert len(pruned) >= 1 and (summary["status"] == "completed").sum() >= 1
     # ASHA (grace 1, reduction 2, max 4) can only stop a trial at a rung: after epoch 1 or 2.
     assert set(pruned["epochs"]) <= {1, 2}
-    for col in ("param:lr", "param:batch_size", "param:loss_weighting", "train_macro_f1", "train_loss",
-                "val_macro_f1", "val_loss"):
+    for col in (
+        "param:lr",
+        "param:batch_size",
+        "param:loss_weighting",
+        "train_macro_f1",
+        "train_loss",
+        "val_macro_f1",
+        "val_loss",
+    ):
         assert summary[col].notna().all(), col
 
 
@@ -75,8 +93,15 @@ def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint
     for trial_dir in trial_dirs:
         rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
-        for key in ("val_macro_f1", "val_macro_f1_batch_avg", "train_macro_f1", "train_loss", "val_loss", "lr",
-                    "images_per_s"):
+        for key in (
+            "val_macro_f1",
+            "val_macro_f1_batch_avg",
+            "train_macro_f1",
+            "train_loss",
+            "val_loss",
+            "lr",
+            "images_per_s",
+        ):
             assert all(key in r for r in rows), key
         assert list(trial_dir.glob("checkpoint_*/model.pt"))
 
@@ -116,10 +141,14 @@ def test_predict_writes_a_valid_kaggle_submission(experiment, sample_shards, tmp
     exp_dir, _ = experiment
     data = sample_shards if source == "shards" else sample_shards.parent / "raw"
     out = tmp_path / "submission.csv"
-    result = CliRunner().invoke(main, ["predict", str(exp_dir / "refit"), "--data", str(data), "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["predict", str(exp_dir / "refit"), "--data", str(data), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     rows = _read_submission(out)
-    expected_ids = [r["Id"] for r in _read_submission(sample_shards.parent / "raw" / "sample_submission.csv")]
+    expected_ids = [
+        r["Id"] for r in _read_submission(sample_shards.parent / "raw" / "sample_submission.csv")
+    ]
     assert [r["Id"] for r in rows] == expected_ids
     for row in rows:
         labels = [int(t) for t in row["Predicted"].split()]

@@ -11,6 +11,7 @@ from hpa_tune.search_space import (
     define_by_run,
     load_space,
     parse_space,
+    pin_values,
     preview_configs,
     replay,
     resolve_config,
@@ -168,3 +169,43 @@ def test_missing_file_and_invalid_yaml(tmp_path):
     bad.write_text("params: [unclosed\n")
     with pytest.raises(HpaTuneError, match="not valid YAML"):
         load_space(bad)
+
+
+def test_pinning_a_sampled_key_removes_its_parameter_and_resolves_conditions():
+    spec = parse_space(CONDITIONAL)
+    pinned = pin_values(spec, {"arch": "resnet18", "lr": 0.01})
+    assert "arch" not in pinned.params and "lr" not in pinned.params
+    assert "densenet_freeze" not in pinned.params  # its condition (densenet121) can never hold
+    assert pinned.params["resnet_freeze"].when is None  # its condition (resnet18) always holds
+    assert pinned.fixed["arch"] == "resnet18"
+    for params, cfg in preview_configs(pinned, dict(pinned.fixed), n=10):
+        assert cfg.arch == "resnet18" and cfg.lr == 0.01 and "resnet_freeze" in params
+
+
+def test_pinning_a_freeze_level_removes_every_parameter_that_sets_it():
+    pinned = pin_values(parse_space(CONDITIONAL), {"freeze": "none"})
+    assert not {"resnet_freeze", "densenet_freeze"} & set(pinned.params)
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_shipped_space_runs_offline_at_64_px(path):
+    spec = pin_values(load_space(path), {"pretrained": "none", "image_size": 64})
+    for _, cfg in preview_configs(spec, dict(spec.fixed), n=12):
+        assert cfg.pretrained == "none" and cfg.image_size == 64
+
+
+def test_study_table_enumerates_the_six_study_configurations():
+    spec = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "study_table.yaml")
+    configs = [cfg for _, cfg in preview_configs(spec, dict(spec.fixed), n=0)]
+    rows = {
+        (c.arch, c.loss_weighting, c.loss, c.freeze, c.lr_schedule, c.weight_decay) for c in configs
+    }
+    assert rows == {
+        ("resnet18", "none", "bce", "fc", "constant", 0.0),
+        ("resnet18", "full", "bce", "fc", "constant", 0.0),
+        ("resnet18", "ln", "bce", "fc", "constant", 0.0),
+        ("capsnet", "ln", "margin", "none", "constant", 0.0),
+        ("densenet161", "ln", "bce", "denseblock4", "constant", 0.0),
+        ("densenet161", "ln", "bce", "denseblock4", "step", 0.0001),
+    }
+    assert spec.scheduler.type == "fifo" and spec.budget.num_samples == 6 and spec.score_all_trials

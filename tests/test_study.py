@@ -1,0 +1,54 @@
+"""The study's models inside real searches: CapsNet and frozen ResNet trials, and the study's
+six-configuration table run end to end on the built-in sample."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hpa_tune.cli import main
+
+pytestmark = pytest.mark.ray
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+MIXED = {
+    "budget": {"num_samples": 2, "max_epochs": 1},
+    "scheduler": {"type": "fifo"},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    "fixed": {"image_size": 32, "pretrained": "none", "channels": "rgby"},
+    "params": {
+        "arch": {"type": "categorical", "choices": ["capsnet", "resnet18"]},
+        "resnet_freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "resnet18"}, "sets": "freeze"},
+        "capsnet_loss": {"type": "categorical", "choices": ["margin"], "when": {"arch": "capsnet"}, "sets": "loss"},
+    },
+    "points_to_evaluate": [{"arch": "capsnet", "capsnet_loss": "margin"}, {"arch": "resnet18", "resnet_freeze": "fc"}],
+}
+
+
+def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(ray_runtime, sample_shards, tmp_path):
+    space = tmp_path / "mixed.yaml"
+    space.write_text(yaml.safe_dump(MIXED))
+    result = CliRunner().invoke(main, ["run", str(space), "--data", str(sample_shards), "--storage",
+                                       str(tmp_path), "--name", "mixed", "--no-refit", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "mixed" / "summary.csv").set_index("param:arch")
+    assert set(summary.index) == {"capsnet", "resnet18"}
+    assert (summary["status"] == "completed").all()
+    # Frozen ResNet18 trains its fc only: 512 inputs x 28 classes + 28 biases.
+    assert summary.loc["resnet18", "trainable_params"] == 512 * 28 + 28
+    assert summary.loc["capsnet", "trainable_params"] > 100_000
+
+
+def test_study_table_runs_end_to_end_on_the_builtin_sample(ray_runtime, builtin_sample, tmp_path):
+    result = CliRunner().invoke(main, ["run", str(SPACES / "study_table.yaml"), "--max-epochs", "1",
+                                       "--storage", str(tmp_path), "--name", "study", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "no --data given" in result.output
+    exp = tmp_path / "study"
+    summary = pd.read_csv(exp / "summary.csv")
+    assert len(summary) == 6 and (summary["status"] == "completed").all()
+    scores = pd.read_csv(exp / "trial_scores.csv")
+    assert sorted(scores["trial_id"].astype(str)) == sorted(summary["trial_id"].astype(str))
+    assert scores[["holdout_macro_f1@0.5", "holdout_macro_f1_tuned"]].notna().all().all()
