@@ -1,0 +1,55 @@
+# hpa-tune: the README's two commands are `make demo` and `make test`.
+# Both create .venv with Python 3.11 and install what they need; nothing else is assumed.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch/torchvision are installed first, pinned to the versions the tests ran with. On a machine
+# without a local wheel cache, add a CPU index to save ~3 GB of CUDA wheels, e.g.
+#   make demo TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH       ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+
+.PHONY: demo test install install-dev lint bench chromium clean
+
+demo: install
+	$(BIN)/hpa-tune run search_spaces/demo_space.yaml
+
+test: install-dev chromium
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check hpa_tune tests bench
+
+lint: install-dev
+	$(BIN)/ruff check hpa_tune tests bench
+	$(BIN)/mypy
+
+bench: install-dev
+	$(BIN)/python bench/bench_loader.py
+	$(BIN)/python bench/bench_models.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch-stamp: | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_INDEX) $(TORCH)
+	touch $@
+
+install: $(VENV)/.install-stamp
+$(VENV)/.install-stamp: pyproject.toml $(VENV)/.torch-stamp
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+install-dev: $(VENV)/.install-dev-stamp
+$(VENV)/.install-dev-stamp: pyproject.toml $(VENV)/.torch-stamp
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The report test renders the HTML page in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report screenshot test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+clean:
+	rm -rf $(VENV) results build *.egg-info
