@@ -3,6 +3,7 @@
 ``run.json``      how the run was started (space, data, constants, budget, seed)
 ``space.yaml``    the search space as loaded (the resolved configuration beside the results)
 ``summary.csv``   one row per trial
+``history.csv``   one row per trial and epoch (every scalar each trial reported)
 ``best.json``     the winning trial: sampled params, resolved config, metric
 ``refit/``        the refit model, thresholds and holdout metrics
 """
@@ -19,10 +20,11 @@ import yaml
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.search_space import SpaceSpec, parse_space
 
-RUN_FILE, SPACE_FILE, SUMMARY_FILE, BEST_FILE, REFIT_DIR = (
+RUN_FILE, SPACE_FILE, SUMMARY_FILE, HISTORY_FILE, BEST_FILE, REFIT_DIR = (
     "run.json",
     "space.yaml",
     "summary.csv",
+    "history.csv",
     "best.json",
     "refit",
 )

@@ -19,6 +19,7 @@ import torch
 from hpa_tune.config import TrialConfig
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import (
+    HISTORY_FILE,
     SUMMARY_FILE,
     BestTrial,
     RunRecord,
@@ -35,7 +36,7 @@ from hpa_tune.search_space import (
     searched_values,
     split_trial_config,
 )
-from hpa_tune.summary import TrialRecord, summary_frame
+from hpa_tune.summary import TrialRecord, history_frame, summary_frame
 from hpa_tune.trainable import TrialData, load_trial_data, train_trial
 
 
@@ -155,6 +156,11 @@ def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
     return gpus
 
 
+def resolve_cpus(requested: float, cluster_cpus: float) -> float:
+    """CPUs per trial, capped at the cluster's CPUs (a trial asking for more would wait forever)."""
+    return min(requested, cluster_cpus) if cluster_cpus > 0 else requested
+
+
 def _scheduler(plan: RunPlan) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
@@ -198,11 +204,17 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     _init_ray()
     rec = plan.record
-    gpus = resolve_gpus(rec.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
-    threads = max(1, int(rec.cpus_per_trial))
+    cluster = ray.cluster_resources()
+    gpus = resolve_gpus(rec.gpus_per_trial, cluster.get("GPU", 0.0))
+    cpus = resolve_cpus(rec.cpus_per_trial, cluster.get("CPU", 0.0))
+    if cpus < rec.cpus_per_trial:
+        logging.getLogger(__name__).warning(
+            "cpus_per_trial %g > the cluster's %g CPUs: using %g", rec.cpus_per_trial, cluster["CPU"], cpus
+        )
+    threads = max(1, int(cpus))
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
-        {"cpu": rec.cpus_per_trial, "gpu": gpus},
+        {"cpu": cpus, "gpu": gpus},
     )
     tuner = tune.Tuner(
         trainable,
@@ -298,9 +310,10 @@ def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
 
 
 def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestTrial]:
-    """Write ``summary.csv`` and ``best.json``; returns the summary frame and the winner."""
+    """Write ``summary.csv``, ``history.csv`` and ``best.json``; returns the summary frame and the winner."""
     frame = summary_frame(records, plan.record.max_epochs, plan.spec.metric, plan.spec.mode)
     frame.to_csv(plan.exp_dir / SUMMARY_FILE, index=False)
+    history_frame(records).to_csv(plan.exp_dir / HISTORY_FILE, index=False)
     best = pick_best(plan, records)
     write_best(plan.exp_dir, best)
     return frame, best

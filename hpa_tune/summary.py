@@ -74,3 +74,9 @@ def summary_frame(
     return frame.sort_values(
         key, ascending=(mode == "min"), na_position="last", kind="stable"
     ).reset_index(drop=True)
+
+
+def history_frame(records: list[TrialRecord]) -> pd.DataFrame:
+    """Every epoch report of every trial, one row each, keyed by ``trial_id`` and ``epoch``."""
+    rows = [{"trial_id": rec.trial_id, "arch": rec.arch, **h} for rec in records for h in rec.history]
+    return pd.DataFrame(rows)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 from PIL import Image
 
 from hpa_tune.classes import CHANNELS
+from hpa_tune.cli import main
 
 # Trials and refits must never try to download weights in tests.
 os.environ.setdefault("HPA_TUNE_OFFLINE", "1")
@@ -103,3 +106,48 @@ def builtin_sample(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop("HPA_TUNE_CACHE", None)
         else:
             os.environ["HPA_TUNE_CACHE"] = previous
+
+
+SEARCH_SPACE = {
+    "metric": "val_macro_f1",
+    "mode": "max",
+    "budget": {"num_samples": 6, "max_epochs": 4},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "sampler": {"type": "tpe", "n_startup_trials": 3},
+    # One trial at a time: ASHA then compares every trial with all earlier ones at each rung,
+    # so which trials it stops is a deterministic function of the seeded runs.
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1},
+    "fixed": {"image_size": 32, "channels": "rgb", "arch": "baseline_cnn"},
+    "params": {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+        "batch_size": {"type": "categorical", "choices": [32, 64]},
+        "loss_weighting": {"type": "categorical", "choices": ["none", "full", "ln"]},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
+    """One ASHA search (6 trials, some pruned) + refit on the sample shards, run through the CLI
+    exactly as a user would. Returns (experiment directory, CLI output); shared read-only."""
+    root = tmp_path_factory.mktemp("search")
+    space = root / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(space),
+            "--data",
+            str(sample_shards),
+            "--storage",
+            str(root / "runs"),
+            "--name",
+            "t",
+            "--seed",
+            "1",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "t", result.output

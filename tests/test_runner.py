@@ -7,66 +7,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.runner import resolve_gpus
+from hpa_tune.runner import resolve_cpus, resolve_gpus
 
 pytestmark = pytest.mark.ray
 
-SPACE = {
-    "metric": "val_macro_f1",
-    "mode": "max",
-    "budget": {"num_samples": 6, "max_epochs": 4},
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    "sampler": {"type": "tpe", "n_startup_trials": 3},
-    # One trial at a time: ASHA then compares every trial with all earlier ones at each rung,
-    # so which trials it stops is a deterministic function of the seeded runs.
-    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1},
-    "fixed": {"image_size": 32, "channels": "rgb", "arch": "baseline_cnn"},
-    "params": {
-        "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
-        "batch_size": {"type": "categorical", "choices": [32, 64]},
-        "loss_weighting": {"type": "categorical", "choices": ["none", "full", "ln"]},
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def experiment(ray_runtime, sample_shards, tmp_path_factory):
-    """One search + refit, run through the CLI exactly as a user would."""
-    root = tmp_path_factory.mktemp("search")
-    space = root / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            str(space),
-            "--data",
-            str(sample_shards),
-            "--storage",
-            str(root / "runs"),
-            "--name",
-            "t",
-            "--seed",
-            "1",
-            "--quiet",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return root / "runs" / "t", result.output
-
-
-def test_last_line_names_the_experiment_directory(experiment):
-    exp_dir, output = experiment
+def test_last_line_names_the_experiment_directory(searched_experiment):
+    exp_dir, output = searched_experiment
     assert output.strip().splitlines()[-1] == f"experiment: {exp_dir}"
 
 
-def test_summary_has_every_trial_and_asha_stopped_some(experiment):
-    exp_dir, _ = experiment
+def test_summary_has_every_trial_and_asha_stopped_some(searched_experiment):
+    exp_dir, _ = searched_experiment
     summary = pd.read_csv(exp_dir / "summary.csv")
     assert len(summary) == 6
     assert set(summary["status"]) <= {"completed", "pruned"}
@@ -86,8 +41,8 @@ def test_summary_has_every_trial_and_asha_stopped_some(experiment):
         assert summary[col].notna().all(), col
 
 
-def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(experiment):
-    exp_dir, _ = experiment
+def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(searched_experiment):
+    exp_dir, _ = searched_experiment
     trial_dirs = sorted(exp_dir.glob("trial_*"))
     assert len(trial_dirs) == 6
     for trial_dir in trial_dirs:
@@ -106,8 +61,8 @@ def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint
         assert list(trial_dir.glob("checkpoint_*/model.pt"))
 
 
-def test_best_json_names_the_winner_and_its_params(experiment):
-    exp_dir, _ = experiment
+def test_best_json_names_the_winner_and_its_params(searched_experiment):
+    exp_dir, _ = searched_experiment
     best = json.loads((exp_dir / "best.json").read_text())
     summary = pd.read_csv(exp_dir / "summary.csv")
     assert best["trial_id"] == str(summary.iloc[0]["trial_id"])
@@ -116,8 +71,8 @@ def test_best_json_names_the_winner_and_its_params(experiment):
     assert Path(best["checkpoint"]).is_dir()
 
 
-def test_refit_writes_model_thresholds_config_and_holdout_metrics(experiment):
-    exp_dir, _ = experiment
+def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_experiment):
+    exp_dir, _ = searched_experiment
     refit = exp_dir / "refit"
     for name in ("model.pt", "thresholds.json", "config.json", "metrics.json"):
         assert (refit / name).is_file(), name
@@ -137,8 +92,8 @@ def _read_submission(path):
 
 
 @pytest.mark.parametrize("source", ["shards", "raw"])
-def test_predict_writes_a_valid_kaggle_submission(experiment, sample_shards, tmp_path, source):
-    exp_dir, _ = experiment
+def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_shards, tmp_path, source):
+    exp_dir, _ = searched_experiment
     data = sample_shards if source == "shards" else sample_shards.parent / "raw"
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(
@@ -155,8 +110,8 @@ def test_predict_writes_a_valid_kaggle_submission(experiment, sample_shards, tmp
         assert labels and all(0 <= label < 28 for label in labels)
 
 
-def test_refit_command_reruns_from_the_experiment_directory(experiment):
-    exp_dir, _ = experiment
+def test_refit_command_reruns_from_the_experiment_directory(searched_experiment):
+    exp_dir, _ = searched_experiment
     before = json.loads((exp_dir / "refit" / "metrics.json").read_text())
     result = CliRunner().invoke(main, ["refit", str(exp_dir)])
     assert result.exit_code == 0, result.output
@@ -172,3 +127,9 @@ def test_gpus_auto_uses_a_gpu_only_where_the_cluster_has_one():
     assert resolve_gpus(0.5, 1.0) == 0.5
     with pytest.raises(HpaTuneError, match="has 0 GPU"):
         resolve_gpus(1, 0.0)
+
+
+def test_cpus_per_trial_is_capped_at_the_cluster_so_trials_can_start():
+    assert resolve_cpus(4, 2.0) == 2.0
+    assert resolve_cpus(1, 16.0) == 1.0
+    assert resolve_cpus(0.5, 2.0) == 0.5
