@@ -16,7 +16,7 @@ from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.sample import write_kaggle_sample
 from hpa_tune.data.shards import MANIFEST_NAME
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,14 @@ def ensure_builtin_sample(
         log(
             f"rendering the built-in HPA-like sample ({sample.n_train} train + {sample.n_test} test) into {raw}"
         )
+        # Render beside, then rename: an interrupted render never passes for a finished one.
+        tmp_raw = root / "raw.tmp"
+        shutil.rmtree(tmp_raw, ignore_errors=True)
         write_kaggle_sample(
-            raw, sample.n_train, sample.n_test, seed=sample.seed, min_per_class=sample.min_per_class
+            tmp_raw, sample.n_train, sample.n_test, seed=sample.seed, min_per_class=sample.min_per_class
         )
+        shutil.rmtree(raw, ignore_errors=True)
+        tmp_raw.rename(raw)
     log(f"preparing it like real data into {shards}")
     tmp = root / "shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
