@@ -373,7 +373,13 @@ def predict(model_dir: Path, data_dir: Path, out_path: Path, workers: int) -> No
 
 @main.command()
 def models() -> None:
-    """List registered models with native input size and freeze levels."""
+    """List registered models with native input size and freeze levels.
+
+    \b
+    Use a name as `arch` in a search space, a level as `freeze`:
+      hpa-tune models
+      hpa-tune run search_spaces/resnet_space.yaml --set arch=resnet34 --set freeze=layer4
+    """
     from hpa_tune.models import list_models
 
     for info in list_models():
@@ -387,7 +393,15 @@ def models() -> None:
 @click.argument("space", type=click.Path(path_type=Path))
 @click.option("-n", "samples", default=3, show_default=True, help="Sampled configurations to show.")
 def check(space: Path, samples: int) -> None:
-    """Validate a search space and show its parameters and a few sampled configurations."""
+    """Validate a search space and show its parameters and a few sampled configurations.
+
+    Nothing is trained. A broken space prints the file, the key and the problem, and exits 2.
+
+    \b
+    Examples:
+      hpa-tune check search_spaces/all_space.yaml
+      hpa-tune check my_space.yaml -n 10
+    """
     from hpa_tune.search_space import load_space, preview_configs
 
     spec = load_space(space)

@@ -1,0 +1,69 @@
+"""The command line a user meets first: help with examples, `check`, `models`, one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hpa_tune.cli import main
+from hpa_tune.models import list_models
+
+SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("command", [[], ["prepare"], ["run"], ["refit"], ["predict"], ["check"], ["models"]])
+def test_help_of_every_command_gives_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "hpa-tune " in result.output.split("Options:")[0]
+
+
+@pytest.mark.parametrize("space", SPACES, ids=lambda p: p.name)
+def test_check_prints_every_parameter_its_condition_and_sampled_configs(space):
+    result = invoke("check", str(space), "-n", "2")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load(space.read_text())
+    for name, param in spec.get("params", {}).items():
+        line = next(li for li in result.output.splitlines() if li.strip().startswith(f"{name}"))
+        if "when" in param:
+            assert "when" in line
+    assert result.output.count("  sample: ") == 2
+    assert result.output.rstrip().endswith("ok")
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"params": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "params.lr"),
+        ({"params": {"freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "x"}}}},
+         "params.freeze.when"),
+        ({"budget": {"num_epochs": 3}}, "budget.num_epochs"),
+    ],
+)
+def test_check_on_a_broken_space_prints_file_key_and_problem_and_exits_2(tmp_path, raw, key):
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = invoke("check", str(path))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert str(path) in result.output and key in result.output
+
+
+def test_models_lists_every_registered_model_with_size_and_freeze_levels():
+    result = invoke("models")
+    assert result.exit_code == 0
+    for info in list_models():
+        line = next(li for li in result.output.splitlines() if li.startswith(info.name + " "))
+        assert f"{info.native_size}px" in line
+        assert all(level in line for level in info.freeze_levels)
+
+
+def test_unknown_set_key_is_an_error_listing_the_valid_keys(tmp_path):
+    result = invoke("run", str(SPACES[0]), "--set", "learning_rate=0.1", "--storage", str(tmp_path))
+    assert result.exit_code == 2
+    assert "learning_rate" in result.output and "lr" in result.output.split("valid keys:")[1]
