@@ -25,6 +25,7 @@ from hpa_tune.evaluation import Evaluation, evaluate
 from hpa_tune.experiment import REFIT_DIR, read_best, read_run
 from hpa_tune.metrics import macro_f1
 from hpa_tune.search_space import replay
+from hpa_tune.tensorboard_log import log_refit, tensorboard_dir
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, run_epochs
 
 THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
@@ -148,6 +149,16 @@ def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> Ref
         "train_positives": [int(c) for c in data.train_positives],
     }
     _write_refit(out, cfg, model, ev, metrics, history, info)
+    val_split = data.split(cfg.image_size, VAL)  # the order ev.val was predicted in
+    log_refit(
+        tensorboard_dir(exp_dir),
+        history,
+        ev.val.probs,
+        ev.val.targets,
+        ev.thresholds.thresholds_,
+        val_split.images,
+        val_split.ids,
+    )
     return RefitResult(out, metrics)
 
 

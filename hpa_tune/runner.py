@@ -1,6 +1,7 @@
 """``hpa-tune run``: a Ray Tune search (OptunaSearch + ASHA) over a YAML search space.
 
-The only module that schedules trials, and so the only one (with ``progress``) importing Ray.
+The only module that schedules trials, and so the only one (with its callbacks ``progress`` and
+``tb_callback``) importing Ray.
 The dataset is loaded once here and shared with every trial through the object store.
 """
 
@@ -246,11 +247,15 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
 
 
 def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
+    """TensorBoard logs always; the live table only when ``live``."""
     from hpa_tune.progress import LiveProgress
+    from hpa_tune.tb_callback import TensorBoardTrials
 
-    if not live:
-        return []
-    return [LiveProgress(plan.record.num_samples, plan.record.max_epochs, list(plan.spec.params))]
+    callbacks: list[Any] = [TensorBoardTrials(plan.exp_dir, plan.spec, plan.record.max_epochs)]
+    if live:
+        params = list(plan.spec.params)
+        callbacks.append(LiveProgress(plan.record.num_samples, plan.record.max_epochs, params))
+    return callbacks
 
 
 def _record(plan: RunPlan, result: Any) -> TrialRecord:

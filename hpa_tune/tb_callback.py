@@ -1,0 +1,76 @@
+"""Ray Tune callback that writes every trial's TensorBoard run as the search goes.
+
+Runs in the driver, beside the runner (so it may import Ray); what it writes, and where, is
+decided by ``tensorboard_log``. Each epoch is on disk as soon as Tune hands the result over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from hpa_tune.search_space import SpaceSpec, split_trial_config
+from hpa_tune.summary import COMPLETED, ERROR, PRUNED
+from hpa_tune.tensorboard_log import TrialLog, tensorboard_dir, write_experiment_config
+
+
+class TensorBoardTrials(Callback):
+    """Writes ``EXP/tensorboard/``: the HParams experiment, then one run per trial.
+
+    A trial that stops before ``max_epochs`` without an error was pruned by the scheduler.
+    """
+
+    def __init__(self, exp_dir: Path, spec: SpaceSpec, max_epochs: int):
+        self.log_dir = tensorboard_dir(exp_dir)
+        self.spec = spec
+        self.max_epochs = max_epochs
+        self.trials: dict[str, TrialLog] = {}  # open writers; the Tuner pickles its callbacks
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "trials": {}}
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        write_experiment_config(self.log_dir, self.spec)
+
+    def _log(self, trial: Any) -> TrialLog:
+        key = str(trial.trial_id)
+        if key not in self.trials:
+            self.trials[key] = TrialLog(self.log_dir, key)
+            params, _ = split_trial_config(self.spec, dict(trial.config or {}))
+            self.trials[key].start(params, self.spec)
+        return self.trials[key]
+
+    def _end(self, log: TrialLog, status: str | None = None) -> None:
+        """End with ``status``, or by the summary's rule: completed at max_epochs, else pruned."""
+        if status is None:
+            status = COMPLETED if log.last_epoch >= self.max_epochs else PRUNED
+        log.end(status)
+        del self.trials[log.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self._log(trial).epoch(result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(self._log(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(self._log(trial), ERROR)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Trials still open here were cut off (time budget, interrupt): as summary.csv does,
+        # they count as pruned, or completed if they had reached max_epochs.
+        for log in list(self.trials.values()):
+            self._end(log)
