@@ -1,4 +1,4 @@
-"""The ``hpa-tune`` command line: prepare, run, refit, predict, models, check."""
+"""The ``hpa-tune`` command line: prepare, run, refit, report, predict, tensorboard, models, check."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def main() -> None:
       hpa-tune prepare ~/kaggle/hpa --out ~/hpa-shards --sizes 64,224
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards
       hpa-tune predict results/densenet-*/refit --data ~/kaggle/hpa --out submission.csv
+    Compare trials (curves, HParams table, refit PR curves) while it runs or after:
+      hpa-tune tensorboard results/densenet_space-20261125-101500
     """
 
 
@@ -338,6 +340,45 @@ def refit(experiment_dir: Path, all_trials: bool) -> None:
 
 
 @main.command()
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Output directory (default: EXPERIMENT_DIR/report).",
+)
+@click.option(
+    "--table",
+    "table_only",
+    is_flag=True,
+    help="Only the study table: print it (Markdown) and write study_table.md/.csv.",
+)
+def report(experiment_dir: Path, out_dir: Path | None, table_only: bool) -> None:
+    """Report on EXPERIMENT_DIR: the study table, or a self-contained HTML page with its figures.
+
+    \b
+    The HTML page (report.html, images embedded) shows best-so-far val macro F1 against time and
+    trial-epochs, each trial's curve with ASHA's rungs, hyperparameter importance (Optuna), the
+    refit model's per-class F1 at 0.5 vs tuned thresholds, the trial table and the cost; the
+    PNGs and CSVs behind it are written beside it.
+    \b
+    Examples:
+      hpa-tune report results/demo_space-20261125-101500
+      hpa-tune report results/study_table-20261125-101500 --table
+      hpa-tune report results/densenet_space-20261125-101500 --out ~/reports/densenet
+    """
+    from hpa_tune.report import write_report, write_study_table
+
+    if table_only:
+        _, md_path, csv_path = write_study_table(experiment_dir, out_dir)
+        click.echo(md_path.read_text())
+        click.echo(f"wrote {md_path} and {csv_path}")
+        return
+    path = write_report(experiment_dir, out_dir)
+    click.echo(f"report: {path}")
+
+
+@main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option(
     "--data",
@@ -369,6 +410,32 @@ def predict(model_dir: Path, data_dir: Path, out_path: Path, workers: int) -> No
             err=True,
         )
     click.echo(f"wrote {sub.rows} rows to {sub.path}")
+
+
+@main.command("tensorboard")
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option("--port", default=6006, show_default=True, type=int)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all)."
+)
+def tensorboard_cmd(experiment_dir: Path, port: int, host: str) -> None:
+    """Serve EXPERIMENT_DIR/tensorboard (trial curves, HParams table, refit) until Ctrl-C.
+
+    \b
+    Example: hpa-tune tensorboard results/demo_space-20261125-101500 --port 6007
+    Over SSH: ssh -L 6006:localhost:6006 HOST, then open http://localhost:6006/
+    """
+    import time
+
+    from hpa_tune.tensorboard_log import launch_server
+
+    url = launch_server(experiment_dir, host=host, port=port)
+    click.echo(f"TensorBoard at {url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped")
 
 
 @main.command()

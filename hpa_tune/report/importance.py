@@ -1,0 +1,163 @@
+"""Hyperparameter importance: the search rebuilt as an Optuna study, scored by Optuna's evaluators.
+
+Each trial of ``summary.csv`` becomes a finished Optuna trial (its sampled params with the space's
+distributions, its best metric as the value, its per-epoch metric as intermediate values). Trials
+ASHA stopped count as complete, as Ray's ``OptunaSearch`` told the sampler; errored trials are
+left out. Two evaluators are run:
+
+- PED-ANOVA (Optuna's default) over every parameter, conditional ones included; its target
+  quantile is widened on small studies so that a few trials form the "top" group.
+- fANOVA (random forest) over the parameters every trial sampled (Optuna drops conditional ones).
+
+Too few trials, or an evaluator that cannot run, give a note instead of an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+from hpa_tune.search_space import SpaceSpec
+from hpa_tune.summary import ERROR, PRUNED
+
+MIN_TRIALS = 3
+PED_ANOVA, FANOVA = "PED-ANOVA", "fANOVA"
+
+
+def space_distributions(spec: SpaceSpec) -> dict[str, BaseDistribution]:
+    """Optuna distributions of the space's parameters that can vary (single choices left out)."""
+    out: dict[str, BaseDistribution] = {}
+    for name, p in spec.params.items():
+        dist: BaseDistribution
+        if p.type == "categorical":
+            dist = CategoricalDistribution(p.choices)  # type: ignore[arg-type]
+        elif p.type == "int":
+            step = int(p.step) if p.step else 1
+            dist = IntDistribution(int(p.low), int(p.high), log=p.log, step=step)  # type: ignore[arg-type]
+        else:
+            dist = FloatDistribution(p.low, p.high, log=p.log, step=p.step)  # type: ignore[arg-type]
+        if not dist.single():
+            out[name] = dist
+    return out
+
+
+def _param_value(value: Any, dist: BaseDistribution) -> Any:
+    """``value`` as read from CSV, in the distribution's own type; None if missing or outside it."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(dist, CategoricalDistribution):
+        return next((c for c in dist.choices if c == value or str(c) == str(value)), None)
+    assert isinstance(dist, IntDistribution | FloatDistribution)
+    number = int(value) if isinstance(dist, IntDistribution) else float(value)
+    return number if dist.low <= number <= dist.high else None
+
+
+def study_from_summary(
+    summary: pd.DataFrame, spec: SpaceSpec, history: pd.DataFrame | None = None
+) -> optuna.Study:
+    """An in-memory Optuna study holding the search's finished trials."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    dists = space_distributions(spec)
+    for _, row in summary.iterrows():
+        value = row.get(f"best_{spec.metric}")
+        if row["status"] == ERROR or value is None or pd.isna(value):
+            continue
+        params = {n: _param_value(row.get(f"param:{n}"), d) for n, d in dists.items()}
+        params = {n: v for n, v in params.items() if v is not None}
+        steps = {}
+        if history is not None:
+            mine = history[history["trial_id"].astype(str) == str(row["trial_id"])]
+            steps = {
+                int(e): float(v) for e, v in zip(mine["epoch"], mine[spec.metric], strict=True)
+            }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={n: dists[n] for n in params},
+                value=float(value),
+                intermediate_values={e: v for e, v in steps.items() if not math.isnan(v)},
+                user_attrs={"trial_id": str(row["trial_id"]), "status": str(row["status"])},
+            )
+        )
+    return study
+
+
+@dataclass
+class Importances:
+    """Importance per (evaluator, parameter), normalised to sum to 1 per evaluator."""
+
+    table: pd.DataFrame  # columns evaluator, param, importance
+    notes: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[str]:
+        """Parameters, most important first (PED-ANOVA's order, then fANOVA's)."""
+        order = self.table.sort_values(
+            ["evaluator", "importance"], ascending=[False, False], kind="stable"
+        )
+        return list(dict.fromkeys(order["param"]))
+
+
+def _run(evaluator: Any, study: optuna.Study, label: str, notes: list[str]) -> dict[str, float]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        except (ValueError, RuntimeError) as err:
+            notes.append(f"{label} could not run: {err}")
+            return {}
+    notes.extend(f"{label}: {w.message}" for w in caught if "importance" in str(w.message).lower())
+    return result
+
+
+def param_importances(study: optuna.Study, seed: int = 0) -> Importances:
+    """Importances of the study's parameters by PED-ANOVA and fANOVA (see the module docstring)."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    empty = pd.DataFrame(columns=["evaluator", "param", "importance"])
+    if not any(t.params for t in trials):
+        return Importances(empty, ["no parameter varies in this search space"])
+    if len(trials) < MIN_TRIALS:
+        return Importances(
+            empty,
+            [
+                f"importance needs at least {MIN_TRIALS} finished trials; this search has {len(trials)}"
+            ],
+        )
+    notes: list[str] = []
+    quantile = min(0.5, max(0.1, 5 / len(trials)))
+    rows = []
+    for label, evaluator in (
+        (PED_ANOVA, PedAnovaImportanceEvaluator(target_quantile=quantile)),
+        (FANOVA, FanovaImportanceEvaluator(seed=seed)),
+    ):
+        for param, value in _run(evaluator, study, label, notes).items():
+            rows.append({"evaluator": label, "param": param, "importance": float(value)})
+    notes.append(
+        f"{len(trials)} finished trials; PED-ANOVA asks what put a trial in the top "
+        f"{quantile:.0%}, fANOVA what explains the metric's variance over all of them"
+    )
+    stopped = sum(t.user_attrs.get("status") == PRUNED for t in trials)
+    if stopped:
+        notes.append(
+            f"{stopped} trial(s) were stopped by ASHA: their value is the best reached in fewer "
+            "epochs (as the sampler saw it), so slow starters can look worse than they are"
+        )
+    if len(trials) < 20:
+        notes.append(f"with {len(trials)} trials these importances are rough indications only")
+    return Importances(pd.DataFrame(rows, columns=["evaluator", "param", "importance"]), notes)
