@@ -4,16 +4,18 @@ Both sides deliver the same thing: normalised float32 RGBY batches of 64 samples
 
 (a) PNG loop: per sample, open the four 512 px channel PNGs with Pillow, resize each to S
     (bilinear, as ``prepare`` does), stack into (4, S, S) uint8; per batch, stack, convert to a
-    float tensor and normalise.
-(b) Shard loader: ``load_split`` (read, sha256, zstd/Parquet decode, copy into one array) plus
+    float tensor and normalise it in place.
+(b) Shard loader: ``load_split`` (read, sha256, LZ4/Parquet decode, copy into one array) plus
     one epoch of ``BatchLoader`` — what the first epoch of a trial costs; and, separately, one
-    epoch of ``BatchLoader`` over data already in memory — what every later epoch costs.
+    epoch of ``BatchLoader`` over data already in memory — what every later epoch costs. For
+    information, also an in-memory epoch as a trial trains: RGB, shuffled and augmented.
 
 The sample (rendered by ``write_kaggle_sample``) and its prepared shards are cached under
 ``bench/out/``. Rendering and preparing use every core; the measurements then run pinned to one
 core with one torch and one Arrow thread. Each figure is the best (shortest) of ``--repeats``
 runs, or of as many as fill one second when runs are shorter: other processes on a shared
-machine only ever add time.
+machine only ever add time. Every run is timed by wall clock and by the process's CPU time (user
++ system), which leaves out time spent waiting while other processes had the core.
 
 Run: ``python bench/bench_loader.py [--n 400] [--sizes 64 224] [--repeats 3] [--json OUT]``
 """
@@ -26,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow
@@ -37,7 +40,7 @@ from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.sample import write_kaggle_sample
-from hpa_tune.data.shards import ShardManifest
+from hpa_tune.data.shards import COMPRESSION, ShardManifest
 from hpa_tune.errors import HpaTuneError
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -57,8 +60,8 @@ def ensure_sample(n: int) -> Path:
 
 
 def ensure_prepared(raw: Path, n: int, sizes: tuple[int, ...]) -> Path:
-    """Shards of ``raw`` at ``sizes``, every labelled sample in ``train`` (cached)."""
-    root = OUT / f"prepared-n{n}-{'-'.join(map(str, sizes))}"
+    """Shards of ``raw`` at ``sizes``, every labelled sample in ``train`` (cached per codec)."""
+    root = OUT / f"prepared-n{n}-{'-'.join(map(str, sizes))}-{COMPRESSION}"
     try:
         manifest = ShardManifest.load(root)
         if manifest.splits.get("train") == n and set(sizes) <= set(manifest.sizes):
@@ -70,7 +73,8 @@ def ensure_prepared(raw: Path, n: int, sizes: tuple[int, ...]) -> Path:
 
 
 def _normalise(x: np.ndarray, mean: torch.Tensor, inv_std: torch.Tensor) -> torch.Tensor:
-    return (torch.from_numpy(x).float() - mean) * inv_std
+    # In place: one float allocation per batch rather than three (BENCHMARKS.md, section 1.2).
+    return torch.from_numpy(x).float().sub_(mean).mul_(inv_std)
 
 
 def png_batches(
@@ -88,20 +92,25 @@ def png_batches(
         yield _normalise(np.stack(samples), mean, inv_std)
 
 
-def best_seconds(
+def timed_runs(
     run: Callable[[], object], repeats: int, min_total: float = MIN_TOTAL_SECONDS
-) -> tuple[float, list[float]]:
-    """Shortest and all wall-clock times of at least ``repeats`` calls of ``run``.
+) -> dict[str, list[float]]:
+    """Wall-clock and CPU seconds of each of at least ``repeats`` calls of ``run``.
 
-    Calls go on until they add up to ``min_total`` seconds (at most 100 calls), so that
-    millisecond-long runs get enough tries for their best to be meaningful.
+    CPU seconds are the process's user + system time: on a shared machine they leave out the time
+    the process waited for the core while others ran on it. Calls go on until their wall-clock
+    times add up to ``min_total`` seconds (at most 100 calls), so that millisecond-long runs get
+    enough tries for their best to be meaningful.
     """
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < min_total and len(times) < 100):
-        start = time.perf_counter()
+    times: dict[str, list[float]] = {"wall": [], "cpu": []}
+    while len(times["wall"]) < repeats or (
+        sum(times["wall"]) < min_total and len(times["wall"]) < 100
+    ):
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        times.append(time.perf_counter() - start)
-    return min(times), times
+        times["cpu"].append(time.process_time() - cpu)
+        times["wall"].append(time.perf_counter() - wall)
+    return times
 
 
 def _drain(batches: Iterator[object]) -> None:
@@ -109,8 +118,8 @@ def _drain(batches: Iterator[object]) -> None:
         pass
 
 
-def measure_size(raw: Path, root: Path, size: int, repeats: int) -> dict[str, object]:
-    """Samples/s of the PNG loop and the shard loader at one size, with their ratios."""
+def measure_size(raw: Path, root: Path, size: int, repeats: int) -> dict[str, Any]:
+    """Samples/s of the PNG loop and the shard loader at one size, by wall clock and CPU time."""
     mean, std = ShardManifest.load(root).stats_for(size)
     shape = (1, len(CHANNELS), 1, 1)
     mean_t = torch.tensor([m * 255 for m in mean]).view(shape)
@@ -122,47 +131,53 @@ def measure_size(raw: Path, root: Path, size: int, repeats: int) -> dict[str, ob
     def png_loop() -> None:
         _drain(png_batches(files, size, mean_t, inv_std_t))
 
-    def loader_epoch() -> None:
-        _drain(iter(BatchLoader(arrays, BATCH_SIZE, channels="rgby", mean=mean, std=std)))
-
     def loader_first_epoch() -> None:
         fresh = load_split(root, "train", size)
         _drain(iter(BatchLoader(fresh, BATCH_SIZE, channels="rgby", mean=mean, std=std)))
 
-    png_s, png_all = best_seconds(png_loop, repeats)
-    first_s, first_all = best_seconds(loader_first_epoch, repeats)
-    load_s, load_all = best_seconds(lambda: load_split(root, "train", size), repeats)
-    epoch_s, epoch_all = best_seconds(loader_epoch, repeats)
-    return {
-        "size": size,
-        "samples": n,
-        "png_loop_sps": n / png_s,
-        "loader_load_and_epoch_sps": n / first_s,
-        "loader_load_split_sps": n / load_s,
-        "loader_epoch_in_memory_sps": n / epoch_s,
-        "ratio_load_and_epoch": png_s / first_s,
-        "ratio_epoch_in_memory": png_s / epoch_s,
-        "seconds": {
-            "png_loop": png_all,
-            "loader_load_and_epoch": first_all,
-            "loader_load_split": load_all,
-            "loader_epoch_in_memory": epoch_all,
-        },
+    # Later epochs of a trial reuse its loader (and so the loader's recycled batch buffers).
+    loader = BatchLoader(arrays, BATCH_SIZE, channels="rgby", mean=mean, std=std)
+    training = BatchLoader(
+        arrays, BATCH_SIZE, channels="rgb", mean=mean, std=std, shuffle=True, augment=True
+    )
+
+    def training_epoch() -> None:
+        training.set_epoch(training.epoch + 1)
+        _drain(iter(training))
+
+    runs = {
+        "png_loop": png_loop,
+        "loader_load_and_epoch": loader_first_epoch,
+        "loader_load_split": lambda: load_split(root, "train", size),
+        "loader_epoch_in_memory": lambda: _drain(iter(loader)),
+        "training_epoch": training_epoch,
     }
+    seconds = {key: timed_runs(run, repeats) for key, run in runs.items()}
+    result: dict[str, Any] = {"size": size, "samples": n, "seconds": seconds}
+    for clock in ("wall", "cpu"):
+        best = {key: min(times[clock]) for key, times in seconds.items()}
+        result[clock] = {
+            **{f"{key}_sps": n / s for key, s in best.items()},
+            "ratio_load_and_epoch": best["png_loop"] / best["loader_load_and_epoch"],
+            "ratio_epoch_in_memory": best["png_loop"] / best["loader_epoch_in_memory"],
+        }
+    return result
 
 
-def markdown_table(results: list[dict[str, object]]) -> str:
-    """The results as a Markdown table (samples/s; ratios against the PNG loop)."""
+def markdown_table(results: list[dict[str, Any]], clock: str) -> str:
+    """The ``clock`` ("wall" or "cpu") figures as a Markdown table: samples/s and ratios to (a)."""
     lines = [
         "| size | (a) PNG loop | (b) load_split + 1 epoch | (b)/(a) | load_split only "
-        "| epoch, data in memory | in memory/(a) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| epoch, data in memory | in memory/(a) | in memory, RGB shuffled + augmented |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        f = r[clock]
         lines.append(
-            f"| {r['size']} px | {r['png_loop_sps']:,.0f} | {r['loader_load_and_epoch_sps']:,.0f} "
-            f"| **{r['ratio_load_and_epoch']:,.1f}x** | {r['loader_load_split_sps']:,.0f} "
-            f"| {r['loader_epoch_in_memory_sps']:,.0f} | **{r['ratio_epoch_in_memory']:,.1f}x** |"
+            f"| {r['size']} px | {f['png_loop_sps']:,.0f} | {f['loader_load_and_epoch_sps']:,.0f} "
+            f"| **{f['ratio_load_and_epoch']:,.1f}x** | {f['loader_load_split_sps']:,.0f} "
+            f"| {f['loader_epoch_in_memory_sps']:,.0f} | **{f['ratio_epoch_in_memory']:,.1f}x** "
+            f"| {f['training_epoch_sps']:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -196,9 +211,13 @@ def main() -> None:
     print(f"{describe(info)}\n")
     print(
         f"{args.n} samples, batch {BATCH_SIZE}, RGBY float32; pinned to CPU {core}, 1 torch / "
-        f"1 Arrow thread; samples/s, best of >= {args.repeats} runs; setup {setup_s:.0f} s\n"
+        f"1 Arrow thread; {COMPRESSION} shards; samples/s, best of >= {args.repeats} runs; "
+        f"setup {setup_s:.0f} s\n"
     )
-    print(markdown_table(results))
+    print("By wall clock:\n")
+    print(markdown_table(results, "wall"))
+    print("\nBy CPU time (user + system) of the process:\n")
+    print(markdown_table(results, "cpu"))
     if args.json:
         report = {
             "machine": info,
@@ -206,7 +225,9 @@ def main() -> None:
             "batch_size": BATCH_SIZE,
             "repeats": args.repeats,
             "statistic": "best",
+            "clocks": {"wall": "time.perf_counter", "cpu": "time.process_time"},
             "threads": 1,
+            "compression": COMPRESSION,
             "results": results,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")

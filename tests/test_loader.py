@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hpa_tune.data import loader as loader_module
 from hpa_tune.data.loader import BatchLoader, SplitArrays, channel_indices, load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import ShardManifest
@@ -100,6 +101,81 @@ def test_augmentation_only_flips_and_rotates():
         assert any(matches)
         variants += not matches[0]
     assert variants > 0
+
+
+def _reference_batches(data, batch_size, channels, mean, std, shuffle, augment, seed, epoch):
+    """The loader's contract written out plainly: whole batches, float math out of place."""
+    ch = channel_indices(channels)
+    m = torch.tensor([mean[i] * 255 for i in ch]).view(1, -1, 1, 1)
+    inv_std = torch.tensor([1 / (std[i] * 255) for i in ch]).view(1, -1, 1, 1)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(data)) if shuffle else np.arange(len(data))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    for start in range(0, len(data), batch_size):
+        idx = np.sort(order[start : start + batch_size])
+        x = (torch.from_numpy(data.images[idx][:, ch]).float() - m) * inv_std
+        if augment:
+            codes = torch.randint(0, 8, (len(idx),), generator=generator)
+            for i, code in enumerate(codes.tolist()):
+                sample = x[i].flip(-1) if code >= 4 else x[i]
+                x[i] = torch.rot90(sample, code % 4, dims=(-2, -1))
+        yield x, torch.from_numpy(data.labels[idx]).float()
+
+
+@pytest.mark.parametrize("chunk_samples", [1, 3, 64])
+@pytest.mark.parametrize(
+    ("channels", "shuffle", "augment"),
+    [("rgby", False, False), ("rgb", False, False), ("rgb", True, False), ("rgb", True, True)],
+)
+def test_float_batches_equal_uint8_minus_mean_over_std_bit_for_bit(
+    monkeypatch, chunk_samples, channels, shuffle, augment
+):
+    # The CPU path converts a few samples at a time into recycled buffers; none of that may show.
+    data = _arrays(23, size=12)
+    n_channels = len(channel_indices(channels))
+    monkeypatch.setattr(loader_module, "_CHUNK_BYTES", chunk_samples * 4 * n_channels * 12 * 12)
+    mean, std = [0.1, 0.2, 0.3, 0.4], [0.21, 0.17, 0.25, 0.3]
+    kwargs = dict(channels=channels, mean=mean, std=std, shuffle=shuffle, augment=augment, seed=5)
+    loader = BatchLoader(data, 8, **kwargs)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        expected = _reference_batches(data, 8, epoch=epoch, **kwargs)
+        for (x, y), (ex, ey) in zip(loader, expected, strict=True):
+            assert x.dtype == torch.float32 and torch.equal(x, ex)
+            assert torch.equal(y, ey)
+
+
+def test_device_path_gives_the_cpu_paths_batches():
+    # The path taken for a GPU (uint8 batch copied over, then converted), run on the CPU.
+    data = _arrays(20, size=12)
+    loader = BatchLoader(data, 7, channels="rgb", shuffle=True, augment=True, seed=2)
+    generator = torch.Generator().manual_seed(0)
+    for idx in (np.arange(3, 10), np.array([0, 4, 5, 19])):
+        codes = torch.randint(0, 8, (len(idx),), generator=generator)
+        assert torch.equal(loader._device_batch(idx, codes), loader._cpu_batch(idx, codes))
+
+
+def test_batches_still_held_are_never_overwritten():
+    data = _arrays(40, size=12)
+    loader = BatchLoader(data, 4, shuffle=True, augment=True, seed=1)
+    kept = []
+    for i, (x, _) in enumerate(loader):
+        # Whatever a consumer keeps of a batch: the tensor, a view, a NumPy array, a detached view.
+        kept.append([x, x[:, :2], x.numpy(), x[1:].detach()][i % 4])
+    expected = [
+        x for x, _ in _reference_batches(data, 4, "rgby", [0.5] * 4, [0.25] * 4, True, True, 1, 0)
+    ]
+    for i, (k, ex) in enumerate(zip(kept, expected, strict=True)):
+        want = [ex, ex[:, :2], ex.numpy(), ex[1:]][i % 4]
+        np.testing.assert_array_equal(np.asarray(k), np.asarray(want))
+
+
+def test_cpu_batches_reuse_memory_once_released():
+    if loader_module._storage_use_count is None:
+        pytest.skip("this torch has no storage use count; every batch gets new memory")
+    loader = BatchLoader(_arrays(40, size=12), 4)
+    # A for loop holds one batch while the next is made, so two buffers take turns.
+    assert len({x.data_ptr() for x, _ in loader}) == 2
 
 
 def test_unknown_channel_set_is_rejected():

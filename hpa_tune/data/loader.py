@@ -1,25 +1,37 @@
 """Loading prepared shards into memory and serving ready torch batches.
 
 A split is read once into contiguous uint8 arrays (checksums verified); batches are gathered by
-index, sliced to the requested channels, moved to the device as uint8 and only then converted and
-normalised — no per-sample decoding, no Python loop over samples.
+index and sliced to the requested channels as uint8, and only then converted and normalised — no
+per-sample decoding. On a GPU the uint8 batch is copied over and converted there. On the CPU the
+conversion runs a few samples at a time into recycled float buffers (``_FloatBuffers``), so the
+uint8 -> float32 copy and the two in-place normalisation passes stay in the core's cache, and no
+batch pays for fresh memory to be mapped and zeroed (see BENCHMARKS.md, section 1).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from hpa_tune.classes import CHANNEL_SETS, CHANNELS, NUM_CLASSES
 from hpa_tune.data.shards import ShardInfo, ShardManifest
 from hpa_tune.errors import HpaTuneError
+
+# Samples of float output converted per step on the CPU: about one L2 cache's worth (one sample
+# at 224 px RGBY, 16 at 64 px).
+_CHUNK_BYTES = 1 << 20
+# Output buffers a loader keeps for reuse: a consumer holds one or two batches at a time.
+_MAX_BUFFERS = 4
+# torch's count of references to a storage; inductor's CUDA-graph trees recycle outputs by it too.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ def _read_shard(
         raise HpaTuneError(
             f"{path}: sha256 does not match the manifest (corrupt or modified shard)"
         )
-    table = pq.read_table(io.BytesIO(data))
+    table = pq.read_table(pa.BufferReader(data))  # zero-copy, unlike io.BytesIO
     image_col = table.column("image").combine_chunks()
     row_bytes = image_col.type.byte_width
     images = np.frombuffer(
@@ -99,23 +111,63 @@ def channel_indices(channels: str) -> list[int]:
     return [CHANNELS.index(c) for c in CHANNEL_SETS[channels]]
 
 
-def _dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply one random flip/90° rotation (of the 8 symmetries of a square) per sample."""
-    codes = torch.randint(0, 8, (x.shape[0],), generator=generator)
+def _symmetry(x: torch.Tensor, code: int) -> torch.Tensor:
+    """One of the 8 symmetries of a square: a flip when ``code >= 4``, then ``code % 4`` turns."""
+    if code == 0:
+        return x
+    if code >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, code % 4, dims=(-2, -1))
+
+
+def _dihedral(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Each sample of ``x`` turned by the symmetry its code (0..7, a CPU tensor) names."""
+    first = int(codes[0])
+    if bool((codes == first).all()):
+        return _symmetry(x, first)
     out = x.clone()
     for code in range(1, 8):
         idx = torch.nonzero(codes == code).flatten().to(x.device)
-        if idx.numel() == 0:
-            continue
-        part = x.index_select(0, idx)
-        if code >= 4:
-            part = part.flip(-1)
-        out[idx] = torch.rot90(part, code % 4, dims=(-2, -1))
+        if idx.numel():
+            out[idx] = _symmetry(x.index_select(0, idx), code)
     return out
+
+
+class _FloatBuffers:
+    """Float32 CPU batch buffers of one shape, each reused once nothing outside refers to it.
+
+    A buffer goes out as a new view. Whatever the consumer keeps of a batch — the tensor, a slice,
+    a NumPy array of it, a tensor autograd saved for backward — holds a reference to the buffer's
+    storage, so its use count stays above the count it had when only this pool held it, and the
+    buffer is not handed out again until those are gone. (Keeping only ``x.untyped_storage()``
+    is not seen: copy a batch to keep it that way.) Without torch's use-count function every batch
+    gets new memory. New memory comes from NumPy, which asks Linux for transparent huge pages.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self._pool: list[tuple[torch.Tensor, int, int]] = []  # buffer, storage, idle use count
+        self._lock = threading.Lock()  # a buffer is checked and its view made in one step
+
+    def take(self, rows: int) -> torch.Tensor:
+        """A float32 tensor of ``rows`` x ``shape[1:]`` that no earlier batch still uses."""
+        with self._lock:
+            if _storage_use_count is not None:
+                for buf, storage, idle in self._pool:
+                    if _storage_use_count(storage) == idle:
+                        return buf[:rows]
+            buf = torch.from_numpy(np.empty(self.shape, dtype=np.float32))
+            if _storage_use_count is not None and len(self._pool) < _MAX_BUFFERS:
+                storage = buf.untyped_storage()._cdata
+                self._pool.append((buf, storage, _storage_use_count(storage)))
+            return buf[:rows]
 
 
 class BatchLoader:
     """Iterates a SplitArrays as (float images, float labels) batches on a device.
+
+    Every batch is a tensor of its own while anything refers to it; on the CPU its memory is
+    reused for a later batch once nothing does (see ``_FloatBuffers``).
 
     Args:
         data: the split in memory.
@@ -146,7 +198,7 @@ class BatchLoader:
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
         self.device = torch.device(device)
         self.channel_idx = channel_indices(channels)
-        # RGB and RGBY are leading channels of the stored order, so a slice (one copy) suffices.
+        # RGB and RGBY are leading channels of the stored order, so a slice (no copy) suffices.
         self._n_leading = (
             len(self.channel_idx) if self.channel_idx == list(range(len(self.channel_idx))) else 0
         )
@@ -159,6 +211,9 @@ class BatchLoader:
         self._inv_std = torch.tensor(
             [1 / (std[i] * 255) for i in self.channel_idx], device=self.device
         ).view(shape)
+        sample_shape = (len(self.channel_idx), *data.images.shape[2:])
+        self._chunk = max(1, _CHUNK_BYTES // (4 * int(np.prod(sample_shape))))
+        self._buffers = _FloatBuffers((min(batch_size, len(data)), *sample_shape))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -175,13 +230,36 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         for start in range(0, n, self.batch_size):
             idx = np.sort(order[start : start + self.batch_size])
-            if self._n_leading:
-                raw = self.data.images[idx, : self._n_leading]
+            codes = torch.randint(0, 8, (len(idx),), generator=generator) if self.augment else None
+            if self.device.type == "cpu":
+                x = self._cpu_batch(idx, codes)
             else:
-                raw = self.data.images[idx][:, self.channel_idx]
-            x = torch.from_numpy(raw).to(self.device, non_blocking=True)
-            x = (x.float() - self._mean) * self._inv_std
-            if self.augment:
-                x = _dihedral(x, generator)
+                x = self._device_batch(idx, codes)
             y = torch.from_numpy(self.data.labels[idx]).to(self.device, non_blocking=True).float()
             yield x, y
+
+    def _uint8_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The selected channels of samples ``idx`` (sorted): a view when they are consecutive."""
+        first, last = int(idx[0]), int(idx[-1])
+        rows: slice | np.ndarray = slice(first, last + 1) if last - first + 1 == len(idx) else idx
+        if self._n_leading:
+            return self.data.images[rows, : self._n_leading]
+        return self.data.images[rows][:, self.channel_idx]
+
+    def _cpu_batch(self, idx: np.ndarray, codes: torch.Tensor | None) -> torch.Tensor:
+        x = self._buffers.take(len(idx))
+        for at in range(0, len(idx), self._chunk):
+            part = slice(at, at + self._chunk)
+            raw = torch.from_numpy(self._uint8_rows(idx[part]))
+            if codes is not None:
+                raw = _dihedral(raw, codes[part])
+            # In place, in this order: the same float32 values as (x.float() - mean) * inv_std.
+            x[part].copy_(raw).sub_(self._mean).mul_(self._inv_std)
+        return x
+
+    def _device_batch(self, idx: np.ndarray, codes: torch.Tensor | None) -> torch.Tensor:
+        raw = np.ascontiguousarray(self._uint8_rows(idx))
+        x = torch.from_numpy(raw).to(self.device, non_blocking=True)
+        if codes is not None:
+            x = _dihedral(x, codes)
+        return x.float().sub_(self._mean).mul_(self._inv_std)

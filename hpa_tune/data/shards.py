@@ -29,7 +29,9 @@ from hpa_tune.errors import HpaTuneError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SHARD_BYTES = 256 * 2**20
-COMPRESSION = "zstd"
+# LZ4 decodes 2-3x faster than zstd (level 1) for 10-15% larger files; decoding is most of what a
+# trial's first epoch spends on reading shards (BENCHMARKS.md, section 1.3).
+COMPRESSION = "lz4"
 
 
 def shard_schema(size: int) -> pa.Schema:
@@ -159,7 +161,14 @@ class ShardWriter:
             schema=schema,
         )
         rel = f"size_{self.size}/{self.split}-{len(self.shards):05d}.parquet"
-        pq.write_table(table, self.root / rel, compression=COMPRESSION, row_group_size=1024)
+        # No dictionary encoding: every image is unique, and trying one only slows reading.
+        pq.write_table(
+            table,
+            self.root / rel,
+            compression=COMPRESSION,
+            use_dictionary=False,
+            row_group_size=1024,
+        )
         self.shards.append(
             ShardInfo(rel, self.size, self.split, len(self._ids), sha256_of(self.root / rel))
         )
