@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import load_split
+from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.sample import write_kaggle_sample
 from hpa_tune.data.splits import HOLDOUT
-from hpa_tune.data.loader import BatchLoader
 from hpa_tune.engine import predict
 from hpa_tune.metrics import macro_f1, per_class_f1
 from hpa_tune.thresholds import ClassThresholds
@@ -48,19 +47,32 @@ def main() -> int:
         root = Path(tmp)
         t0 = time.perf_counter()
         write_kaggle_sample(root / "raw", args.n, 28, size=256, seed=1, min_per_class=8)
-        prepare(root / "raw", root / "shards", PrepareOptions(sizes=(args.size,), expected_size=256, seed=1))
+        prepare(
+            root / "raw",
+            root / "shards",
+            PrepareOptions(sizes=(args.size,), expected_size=256, seed=1),
+        )
         print(f"rendered + prepared {args.n} samples in {time.perf_counter() - t0:.1f} s")
         data = load_trial_data(root / "shards", [args.size])
         holdout = load_split(root / "shards", HOLDOUT, args.size)
         ok = True
         for arch in args.arch:
-            cfg = TrialConfig(arch=arch, image_size=args.size, max_epochs=args.epochs, batch_size=64,
-                              lr=1e-3, augment=True, loss_weighting="ln")
+            cfg = TrialConfig(
+                arch=arch,
+                image_size=args.size,
+                max_epochs=args.epochs,
+                batch_size=64,
+                lr=1e-3,
+                augment=True,
+                loss_weighting="ln",
+            )
             model = None
             for outcome in run_epochs(cfg, data, device=device):
                 m = outcome.metrics
-                print(f"{arch} epoch {m['epoch']}: train loss {m['train_loss']:.4f} F1 {m['train_macro_f1']:.4f}, "
-                      f"val loss {m['val_loss']:.4f} F1 {m['val_macro_f1']:.4f}, {m['images_per_s']:.0f} img/s")
+                print(
+                    f"{arch} epoch {m['epoch']}: train loss {m['train_loss']:.4f} F1 {m['train_macro_f1']:.4f}, "
+                    f"val loss {m['val_loss']:.4f} F1 {m['val_macro_f1']:.4f}, {m['images_per_s']:.0f} img/s"
+                )
                 ok &= all(math.isfinite(m[k]) for k in ("train_loss", "val_loss", "val_macro_f1"))
                 model = outcome.model
             assert model is not None and next(model.parameters()).device.type == device.type
@@ -68,16 +80,22 @@ def main() -> int:
             # on val, holdout scored at 0.5 and at them.
             loss_fn = build_loss(cfg, data).to(device)
             mean, std = data.channel_stats[cfg.image_size]
-            batches = BatchLoader(holdout, 64, channels=cfg.channels, mean=mean, std=std, device=device)
+            batches = BatchLoader(
+                holdout, 64, channels=cfg.channels, mean=mean, std=std, device=device
+            )
             held = predict(model, batches, loss_fn)
             thresholds = ClassThresholds().fit(outcome.val.targets, outcome.val.probs).thresholds_
             head = {
                 "holdout_macro_f1@0.5": held.macro_f1,
-                "holdout_macro_f1_tuned": float(per_class_f1(held.targets, held.probs, thresholds).mean()),
+                "holdout_macro_f1_tuned": float(
+                    per_class_f1(held.targets, held.probs, thresholds).mean()
+                ),
             }
             all_pos = macro_f1(holdout.labels, np.ones_like(holdout.labels, dtype=float))
-            print(f"{arch}: holdout macro F1 @0.5 {head['holdout_macro_f1@0.5']:.4f}, tuned "
-                  f"{head['holdout_macro_f1_tuned']:.4f}, all-positive {all_pos:.4f}")
+            print(
+                f"{arch}: holdout macro F1 @0.5 {head['holdout_macro_f1@0.5']:.4f}, tuned "
+                f"{head['holdout_macro_f1_tuned']:.4f}, all-positive {all_pos:.4f}"
+            )
             ok &= head["holdout_macro_f1_tuned"] > all_pos
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
