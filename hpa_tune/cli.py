@@ -311,7 +311,9 @@ def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) 
     from hpa_tune.experiment import read_run
     from hpa_tune.refit import refit as run_refit
 
-    result = run_refit(exp_dir, data, log=click.echo)
+    bar, update = _progress("refit epochs")
+    with bar:
+        result = run_refit(exp_dir, data, log=click.echo, progress=update)
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
     click.echo(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from hpa_tune.metrics import macro_f1
 from hpa_tune.search_space import replay
 from hpa_tune.tensorboard_log import log_refit, tensorboard_dir
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, run_epochs
+
+Progress = Callable[[int, int], None]
 
 THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
     "thresholds.json",
@@ -64,7 +67,7 @@ def trivial_baselines(
 
 
 def _fit_best_epoch(
-    cfg: TrialConfig, data: TrialData, log: Any
+    cfg: TrialConfig, data: TrialData, log: Any, progress: Progress | None = None
 ) -> tuple[torch.nn.Module, PassResult, int, list[dict]]:
     """Train for max_epochs and keep the epoch with the best whole-set val macro F1."""
     best_state, best_val, best_epoch, history = None, None, 0, []
@@ -76,6 +79,8 @@ def _fit_best_epoch(
             f"refit epoch {m['epoch']}/{cfg.max_epochs}: train loss {m['train_loss']:.4f}, "
             f"val macro F1 {m['val_macro_f1']:.4f}"
         )
+        if progress:
+            progress(outcome.epoch, cfg.max_epochs)
         if best_val is None or outcome.val.macro_f1 > best_val.macro_f1:
             best_state = copy.deepcopy(outcome.model.state_dict())
             best_val, best_epoch = outcome.val, outcome.epoch
@@ -85,13 +90,19 @@ def _fit_best_epoch(
     return model, best_val, best_epoch, history
 
 
-def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> RefitResult:
+def refit(
+    exp_dir: Path,
+    data: TrialData | None = None,
+    log: Any = print,
+    progress: Progress | None = None,
+) -> RefitResult:
     """Replay the winner of ``exp_dir``, retrain it, tune thresholds on val and score the holdout.
 
     Args:
         exp_dir: an experiment directory with ``run.json``, ``space.yaml`` and ``best.json``.
         data: the train/val data if already in memory (``hpa-tune run`` passes its own).
         log: where progress lines go.
+        progress: called as ``progress(epochs_done, max_epochs)`` after each epoch (a bar).
 
     Returns:
         The refit directory and its metrics (also written to ``refit/metrics.json``).
@@ -106,7 +117,7 @@ def refit(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> Ref
     log(
         f"refit: retraining trial {best.trial_id} ({cfg.arch}) for {cfg.max_epochs} epochs on the train split"
     )
-    model, val, best_epoch, history = _fit_best_epoch(cfg, data, log)
+    model, val, best_epoch, history = _fit_best_epoch(cfg, data, log, progress)
     ev = evaluate(model, cfg, data, load_split(data_dir, HOLDOUT, cfg.image_size), val=val)
 
     names = class_names()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,8 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
             "cpus_per_trial %g > the cluster's %g CPUs: using %g", rec.cpus_per_trial, cluster["CPU"], cpus
         )
     threads = max(1, int(cpus))
+    # run.json records what trials actually got (space.yaml keeps what was asked, e.g. "auto").
+    write_run(plan.exp_dir, replace(rec, cpus_per_trial=cpus, gpus_per_trial=gpus), plan.spec)
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
         {"cpu": cpus, "gpu": gpus},

@@ -116,7 +116,7 @@ SEARCH_SPACE = {
     "sampler": {"type": "tpe", "n_startup_trials": 3},
     # One trial at a time: ASHA then compares every trial with all earlier ones at each rung,
     # so which trials it stops is a deterministic function of the seeded runs.
-    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": "auto", "max_concurrent": 1},
     "fixed": {"image_size": 32, "channels": "rgb", "arch": "baseline_cnn"},
     "params": {
         "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},

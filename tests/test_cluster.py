@@ -31,7 +31,8 @@ def test_ray_validation_would_catch_a_misspelt_key():
 
 def test_hpa_tune_commands_in_the_cluster_file_use_options_that_exist():
     text = GPU_YAML.read_text().replace("\\\n#", " ")
-    used = re.findall(r"hpa-tune (\w+)([^\"\n]*)", text)
+    # Commands, not prose: `hpa-tune` right after a quote or `&&`.
+    used = re.findall(r"(?:\"|&& )hpa-tune (\w+)([^\"\n]*)", text)
     assert {cmd for cmd, _ in used} >= {"run", "tensorboard"}
     for cmd, rest in used:
         command = main.commands[cmd]

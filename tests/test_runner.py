@@ -71,6 +71,13 @@ def test_best_json_names_the_winner_and_its_params(searched_experiment):
     assert Path(best["checkpoint"]).is_dir()
 
 
+def test_run_json_records_the_resources_trials_actually_got(searched_experiment):
+    exp_dir, _ = searched_experiment
+    run = json.loads((exp_dir / "run.json").read_text())
+    # The space asks for gpus_per_trial: auto; on this CPU-only Ray runtime that resolved to 0.
+    assert run["cpus_per_trial"] == 1.0 and run["gpus_per_trial"] == 0.0
+
+
 def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_experiment):
     exp_dir, _ = searched_experiment
     refit = exp_dir / "refit"
@@ -119,6 +126,9 @@ def test_refit_command_reruns_from_the_experiment_directory(searched_experiment)
     assert after["trial_id"] == before["trial_id"]
     # Same seed, same data, same replayed config: the refit is reproducible.
     assert after["holdout_macro_f1@0.5"] == pytest.approx(before["holdout_macro_f1@0.5"], abs=1e-6)
+    # Progress: a bar over the refit's epochs, and a line per epoch.
+    assert "refit epochs" in result.output
+    assert result.output.count("refit epoch ") == after["epochs"]
 
 
 def test_gpus_auto_uses_a_gpu_only_where_the_cluster_has_one():
