@@ -229,14 +229,16 @@ def run(
     )
     builtin = data_dir is None
     if builtin:
-        from hpa_tune.data.builtin import ensure_builtin_sample
+        from hpa_tune.data.builtin import cached_builtin_sample, ensure_builtin_sample
 
         click.echo(
             "no --data given: running on the built-in HPA-like sample with the space's CPU-sized demo budget"
         )
-        bar, update = _progress("preparing sample")
-        with bar:
-            data_dir = ensure_builtin_sample(progress=update, log=click.echo)
+        data_dir = cached_builtin_sample()
+        if data_dir is None:
+            bar, update = _progress("preparing sample")
+            with bar:
+                data_dir = ensure_builtin_sample(progress=update, log=click.echo)
     assert data_dir is not None
     plan = plan_run(options, data_dir, builtin)
     rec = plan.record

@@ -137,7 +137,8 @@ def _init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
 
 
 def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
@@ -181,6 +182,7 @@ def _searcher(plan: RunPlan) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     s = plan.spec.sampler
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per run
     sampler = optuna.samplers.TPESampler(
         seed=plan.record.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
     )
@@ -203,6 +205,10 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
 
     # One checkpoint kept per trial makes Tune snapshot often; its warning about that is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Our own table (progress.LiveProgress) is the display; Tune's output engine stays silent
+    # (with the new engine, verbose=0 still prints a config box and a TensorBoard hint that
+    # points at Ray's session folder rather than EXP/tensorboard).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _init_ray()
     rec = plan.record
     cluster = ray.cluster_resources()

@@ -20,6 +20,12 @@ def test_last_line_names_the_experiment_directory(searched_experiment):
     assert output.strip().splitlines()[-1] == f"experiment: {exp_dir}"
 
 
+def test_the_output_is_ours_not_ray_tunes_status_boxes(searched_experiment):
+    _, output = searched_experiment
+    assert "View detailed results here" not in output
+    assert "driver_artifacts" not in output  # Tune's TensorBoard hint, not our EXP/tensorboard
+
+
 def test_summary_has_every_trial_and_asha_stopped_some(searched_experiment):
     exp_dir, _ = searched_experiment
     summary = pd.read_csv(exp_dir / "summary.csv")

@@ -40,6 +40,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("HPA_TUNE_CACHE") or Path.home() / ".cache" / "hpa-tune")
 
 
+def cached_builtin_sample(sample: BuiltinSample = BuiltinSample()) -> Path | None:
+    """The prepared shards of ``sample`` if already cached, else ``None``."""
+    shards = cache_root() / sample.key() / "shards"
+    return shards if (shards / MANIFEST_NAME).is_file() else None
+
+
 def ensure_builtin_sample(
     sample: BuiltinSample = BuiltinSample(),
     progress: Callable[[int, int], None] | None = None,
@@ -50,10 +56,11 @@ def ensure_builtin_sample(
     Returns:
         The prepared directory (holds ``manifest.json``); its ``raw/`` sibling is the Kaggle layout.
     """
+    cached = cached_builtin_sample(sample)
+    if cached is not None:
+        return cached
     root = cache_root() / sample.key()
     shards = root / "shards"
-    if (shards / MANIFEST_NAME).is_file():
-        return shards
     raw = root / "raw"
     if not (raw / "train.csv").is_file():
         log(
