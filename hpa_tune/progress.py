@@ -13,6 +13,7 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -55,14 +56,18 @@ def _short(value: Any) -> str:
 
 
 def render(state: SearchState, param_names: list[str], max_rows: int = 20) -> Group:
-    """The live view: one line of totals and a table of the most recent trials."""
+    """The live view: a bar of trials done with the totals, and a table of the most recent trials."""
     best = state.best()
     elapsed = time.monotonic() - state.started
     best_text = f"{best.best_val_macro_f1:.4f} (trial {best.trial_id})" if best else "-"
-    head = Text(
-        f"trials {state.finished()}/{state.num_samples} done, "
-        f"{sum(t.status == RUNNING for t in state.trials.values())} running, "
-        f"elapsed {elapsed:.0f}s, best val macro F1 {best_text}"
+    head = Table.grid(padding=(0, 1))
+    head.add_row(
+        ProgressBar(total=state.num_samples, completed=state.finished(), width=30),
+        Text(
+            f"trials {state.finished()}/{state.num_samples} done, "
+            f"{sum(t.status == RUNNING for t in state.trials.values())} running, "
+            f"elapsed {elapsed:.0f}s, best val macro F1 {best_text}"
+        ),
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ["trial", *param_names, "epoch", "val F1", "best", "status"]:
