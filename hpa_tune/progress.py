@@ -17,6 +17,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from hpa_tune.summary import ERROR, ended_status
+
 RUNNING, PENDING = "running", "pending"
 
 
@@ -125,11 +127,11 @@ class LiveProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         t = self._trial(trial)
-        t.status = "completed" if t.epoch >= self.state.max_epochs else "pruned"
+        t.status = ended_status(t.epoch, self.state.max_epochs)
         self._refresh()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._trial(trial).status = "error"
+        self._trial(trial).status = ERROR
         self._refresh()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -30,12 +30,16 @@ class TrialRecord:
     path: str = ""  # the checkpoint of the trial's best epoch (else the trial directory)
 
 
+def ended_status(last_epoch: int, max_epochs: int) -> str:
+    """How a trial that ended without an error ended: ``completed`` at max_epochs, else ``pruned``."""
+    return COMPLETED if last_epoch >= max_epochs else PRUNED
+
+
 def trial_status(record: TrialRecord, max_epochs: int) -> str:
-    """``error`` if it raised, ``completed`` if it reached max_epochs, else ``pruned`` (stopped early)."""
+    """``error`` if it raised, else :func:`ended_status` of its last reported epoch."""
     if record.error:
         return ERROR
-    epochs = record.history[-1]["epoch"] if record.history else 0
-    return COMPLETED if epochs >= max_epochs else PRUNED
+    return ended_status(record.history[-1]["epoch"] if record.history else 0, max_epochs)
 
 
 def summary_frame(
@@ -78,5 +82,7 @@ def summary_frame(
 
 def history_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """Every epoch report of every trial, one row each, keyed by ``trial_id`` and ``epoch``."""
-    rows = [{"trial_id": rec.trial_id, "arch": rec.arch, **h} for rec in records for h in rec.history]
+    rows = [
+        {"trial_id": rec.trial_id, "arch": rec.arch, **h} for rec in records for h in rec.history
+    ]
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from typing import Any
 from ray.tune import Callback
 
 from hpa_tune.search_space import SpaceSpec, split_trial_config
-from hpa_tune.summary import COMPLETED, ERROR, PRUNED
+from hpa_tune.summary import ERROR, ended_status
 from hpa_tune.tensorboard_log import TrialLog, tensorboard_dir, write_experiment_config
 
 
@@ -42,17 +42,16 @@ class TensorBoardTrials(Callback):
 
     def _log(self, trial: Any) -> TrialLog:
         key = str(trial.trial_id)
-        if key not in self.trials:
-            self.trials[key] = TrialLog(self.log_dir, key)
+        log = self.trials.get(key)
+        if log is None:
+            log = self.trials[key] = TrialLog(self.log_dir, key)
             params, _ = split_trial_config(self.spec, dict(trial.config or {}))
-            self.trials[key].start(params, self.spec)
-        return self.trials[key]
+            log.start(params, self.spec)
+        return log
 
     def _end(self, log: TrialLog, status: str | None = None) -> None:
-        """End with ``status``, or by the summary's rule: completed at max_epochs, else pruned."""
-        if status is None:
-            status = COMPLETED if log.last_epoch >= self.max_epochs else PRUNED
-        log.end(status)
+        """End with ``status``, or by ``summary.ended_status`` (completed at max_epochs, else pruned)."""
+        log.end(status or ended_status(log.last_epoch, self.max_epochs))
         del self.trials[log.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
