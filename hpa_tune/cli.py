@@ -210,7 +210,7 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --gpus-per-trial 1
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
     """
-    from hpa_tune.runner import RunOptions, plan_run, prepare_run, run_search, write_results
+    from hpa_tune.runner import RunOptions, load_run_data, plan_run, run_search, write_results
 
     options = RunOptions(
         space_path=space,
@@ -246,7 +246,7 @@ def run(
         f"search: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
         f"image sizes {rec.sizes}, data {rec.data_dir}"
     )
-    data = prepare_run(plan)
+    data = load_run_data(plan)
     records = run_search(plan, data, live=options.live)
     frame, best = write_results(plan, records)
     _print_trials(frame, plan.spec.metric)
@@ -310,7 +310,6 @@ def _fmt(value: Any) -> str:
 
 def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) -> None:
     from hpa_tune.evaluation import score_trials
-    from hpa_tune.experiment import read_run
     from hpa_tune.refit import refit as run_refit
 
     bar, update = _progress("refit epochs")
@@ -325,8 +324,7 @@ def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) 
     )
     click.echo(f"refit model, thresholds and metrics: {result.refit_dir}")
     if all_trials:
-        record, _ = read_run(exp_dir)
-        score_trials(exp_dir, Path(record.data_dir), data, log=click.echo)
+        score_trials(exp_dir, data, log=click.echo)
 
 
 @main.command()

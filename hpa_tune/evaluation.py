@@ -19,7 +19,7 @@ from hpa_tune.config import TrialConfig
 from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
 from hpa_tune.data.splits import HOLDOUT, VAL
 from hpa_tune.engine import PassResult, predict
-from hpa_tune.experiment import SUMMARY_FILE
+from hpa_tune.experiment import SUMMARY_FILE, TRIAL_SCORES_FILE, read_run
 from hpa_tune.metrics import per_class_f1
 from hpa_tune.thresholds import ClassThresholds
 from hpa_tune.trainable import (
@@ -32,8 +32,6 @@ from hpa_tune.trainable import (
     load_trial_data,
     make_loader,
 )
-
-TRIAL_SCORES_FILE = "trial_scores.csv"
 
 
 @dataclass(frozen=True)
@@ -98,14 +96,15 @@ def load_checkpoint_model(checkpoint_dir: Path) -> tuple[torch.nn.Module, TrialC
     return model, cfg
 
 
-def score_trials(
-    exp_dir: Path, data_dir: Path, data: TrialData | None = None, log: Any = print
-) -> pd.DataFrame:
+def score_trials(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> pd.DataFrame:
     """Score every trial's best checkpoint on the holdout (thresholds from val); writes ``trial_scores.csv``.
 
     This is what fills the study table's Test F1 columns for every trial, not only the winner.
+    Data (train/val and holdout) are read once per image size, not once per trial.
     """
+    data_dir = Path(read_run(exp_dir)[0].data_dir)
     summary = pd.read_csv(exp_dir / SUMMARY_FILE)
+    holdouts: dict[int, SplitArrays] = {}
     rows = []
     for _, trial in summary.iterrows():
         checkpoint = Path(str(trial.get("checkpoint", "")))
@@ -114,7 +113,9 @@ def score_trials(
         model, cfg = load_checkpoint_model(checkpoint)
         if data is None or cfg.image_size not in data.arrays:
             data = load_trial_data(data_dir, [cfg.image_size])
-        ev = evaluate(model, cfg, data, load_split(data_dir, HOLDOUT, cfg.image_size))
+        if cfg.image_size not in holdouts:
+            holdouts[cfg.image_size] = load_split(data_dir, HOLDOUT, cfg.image_size)
+        ev = evaluate(model, cfg, data, holdouts[cfg.image_size])
         rows.append({"trial_id": trial["trial_id"], "checkpoint": str(checkpoint), **ev.headline()})
         log(
             f"scored trial {trial['trial_id']}: holdout macro F1 @0.5 {rows[-1]['holdout_macro_f1@0.5']:.4f}, "

@@ -216,10 +216,14 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
     cpus = resolve_cpus(rec.cpus_per_trial, cluster.get("CPU", 0.0))
     if cpus < rec.cpus_per_trial:
         logging.getLogger(__name__).warning(
-            "cpus_per_trial %g > the cluster's %g CPUs: using %g", rec.cpus_per_trial, cluster["CPU"], cpus
+            "cpus_per_trial %g > the cluster's %g CPUs: using %g",
+            rec.cpus_per_trial,
+            cluster["CPU"],
+            cpus,
         )
     threads = max(1, int(cpus))
-    # run.json records what trials actually got (space.yaml keeps what was asked, e.g. "auto").
+    # Written once resources are known: run.json records what trials actually got (space.yaml
+    # keeps what was asked, e.g. "auto").
     write_run(plan.exp_dir, replace(rec, cpus_per_trial=cpus, gpus_per_trial=gpus), plan.spec)
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
@@ -332,7 +336,6 @@ def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestT
     return frame, best
 
 
-def prepare_run(plan: RunPlan) -> TrialData:
-    """Save the run record and load the data every trial shares."""
-    write_run(plan.exp_dir, plan.record, plan.spec)
+def load_run_data(plan: RunPlan) -> TrialData:
+    """Load the data every trial of ``plan`` shares (once, in the driver)."""
     return load_trial_data(Path(plan.record.data_dir), plan.record.sizes)

@@ -70,7 +70,11 @@ def ensure_builtin_sample(
         tmp_raw = root / "raw.tmp"
         shutil.rmtree(tmp_raw, ignore_errors=True)
         write_kaggle_sample(
-            tmp_raw, sample.n_train, sample.n_test, seed=sample.seed, min_per_class=sample.min_per_class
+            tmp_raw,
+            sample.n_train,
+            sample.n_test,
+            seed=sample.seed,
+            min_per_class=sample.min_per_class,
         )
         shutil.rmtree(raw, ignore_errors=True)
         tmp_raw.rename(raw)
