@@ -5,7 +5,8 @@
 ``summary.csv``   one row per trial
 ``history.csv``   one row per trial and epoch (every scalar each trial reported)
 ``best.json``     the winning trial: sampled params, resolved config, metric
-``refit/``        the refit model, thresholds and holdout metrics
+``trial_scores.csv``  every trial's best checkpoint scored on the holdout (``score_all_trials``)
+``refit/``        the refit model, thresholds and holdout metrics (``refit/metrics.json``)
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import yaml
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.search_space import SpaceSpec, parse_space
 
-RUN_FILE, SPACE_FILE, SUMMARY_FILE, HISTORY_FILE, BEST_FILE, REFIT_DIR = (
+RUN_FILE, SPACE_FILE, SUMMARY_FILE, HISTORY_FILE, BEST_FILE, TRIAL_SCORES_FILE, REFIT_DIR = (
     "run.json",
     "space.yaml",
     "summary.csv",
     "history.csv",
     "best.json",
+    "trial_scores.csv",
     "refit",
 )
+REFIT_METRICS_FILE = "metrics.json"  # in REFIT_DIR; named here so readers need not import torch
 
 
 @dataclass

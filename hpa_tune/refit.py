@@ -23,7 +23,7 @@ from hpa_tune.data.loader import load_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.engine import PassResult
 from hpa_tune.evaluation import Evaluation, evaluate
-from hpa_tune.experiment import REFIT_DIR, read_best, read_run
+from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
 from hpa_tune.metrics import macro_f1
 from hpa_tune.search_space import replay
 from hpa_tune.tensorboard_log import log_refit, tensorboard_dir
@@ -31,9 +31,9 @@ from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_da
 
 Progress = Callable[[int, int], None]
 
-THRESHOLDS_FILE, METRICS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
+METRICS_FILE = REFIT_METRICS_FILE
+THRESHOLDS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
     "thresholds.json",
-    "metrics.json",
     "model_info.json",
     "history.csv",
     "predictions.npz",

@@ -26,18 +26,14 @@ from hpa_tune.report.importance import param_importances, study_from_summary
 from hpa_tune.report.per_class import per_class_frame
 from hpa_tune.report.progress import asha_rungs, best_so_far, rung_cutoffs
 from hpa_tune.search_space import parse_space
+from tests.conftest import resnet_freeze_param
 
 SPACE = parse_space(
     {
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "params": {
             "arch": {"type": "categorical", "choices": ["resnet18", "capsnet"]},
-            "resnet_freeze": {
-                "type": "categorical",
-                "choices": ["fc", "layer4"],
-                "when": {"arch": "resnet18"},
-                "sets": "freeze",
-            },
+            "resnet_freeze": resnet_freeze_param("fc", "layer4"),
             "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
         },
     }
@@ -203,7 +199,7 @@ def test_cost_extrapolates_stopped_trials_and_counts_errors_as_they_ran():
     assert cost["full_budget_device_hours"].tolist() == pytest.approx(
         [40 * 2 / 3600, 48 * 2 / 3600, 3 * 2 / 3600]
     )
-    totals = cost_totals(cost, Devices(2.0, "GPU"), _history())
+    totals = cost_totals(cost, _history())
     assert (totals.trial_epochs, totals.full_budget_trial_epochs) == (5, 8)
     assert totals.device_hours == pytest.approx(55 * 2 / 3600)
     assert totals.saved_fraction == pytest.approx(1 - 55 / 91)

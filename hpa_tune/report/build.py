@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from hpa_tune.report import page
-from hpa_tune.report.cost import cost_table, cost_totals, devices_per_trial
+from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
 from hpa_tune.report.figures import asha_figure, best_so_far_figure, cost_figure
 from hpa_tune.report.importance import param_importances, study_from_summary
 from hpa_tune.report.inputs import ExperimentInputs, load_inputs
@@ -27,18 +27,14 @@ def default_out_dir(exp_dir: Path) -> Path:
     return Path(exp_dir) / REPORT_DIR
 
 
-def _table(inputs: ExperimentInputs) -> pd.DataFrame:
-    return study_table(
+def _write_table(inputs: ExperimentInputs, out_dir: Path) -> tuple[pd.DataFrame, Path, Path]:
+    frame = study_table(
         inputs.summary,
         inputs.spec,
         inputs.trial_scores,
         inputs.refit_metrics,
         inputs.best_trial_id,
     )
-
-
-def _write_table(inputs: ExperimentInputs, out_dir: Path) -> tuple[pd.DataFrame, Path, Path]:
-    frame = _table(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out_dir / TABLE_MD, out_dir / TABLE_CSV
     lines = [f"# Study table: {inputs.exp_dir.name}", "", to_markdown(frame)]
@@ -67,15 +63,12 @@ def write_study_table(
     return _write_table(inputs, Path(out_dir) if out_dir else default_out_dir(exp_dir))
 
 
-def _progress_section(inputs: ExperimentInputs, out: Path) -> page.Section:
+def _progress_section(inputs: ExperimentInputs, cost: pd.DataFrame, out: Path) -> page.Section:
     assert inputs.history is not None
-    spec, rec = inputs.spec, inputs.record
+    spec = inputs.spec
     curve = best_so_far(inputs.history, spec.metric, spec.mode)
     curve.to_csv(out / "best_so_far.csv", index=False)
-    devices = devices_per_trial(rec.cpus_per_trial, rec.gpus_per_trial)
-    full_budget = int(
-        cost_table(inputs.summary, rec.max_epochs, devices)["full_budget_epochs"].sum()
-    )
+    full_budget = int(cost["full_budget_epochs"].sum())
     png = best_so_far_figure(curve, spec.metric, full_budget, out / "best_so_far.png")
     return page.Section(
         "Search progress",
@@ -102,9 +95,9 @@ def _asha_section(inputs: ExperimentInputs, out: Path) -> page.Section:
     if sched.brackets > 1:
         cutoffs["cutoff"] = float("nan")  # trials were spread over brackets we cannot tell apart
     cutoffs.to_csv(out / "asha_rungs.csv", index=False)
-    status = inputs.summary.set_index(inputs.summary["trial_id"].astype(str))["status"]
+    status = inputs.summary.set_index("trial_id")["status"]
     curves = inputs.history[["trial_id", "epoch", spec.metric]].assign(
-        status=inputs.history["trial_id"].astype(str).map(status)
+        status=inputs.history["trial_id"].map(status)
     )
     curves.to_csv(out / "trial_curves.csv", index=False)
     png = asha_figure(
@@ -184,12 +177,11 @@ def _per_class_section(inputs: ExperimentInputs, out: Path) -> page.Section:
     )
 
 
-def _cost_section(inputs: ExperimentInputs, out: Path) -> page.Section:
-    rec = inputs.record
-    devices = devices_per_trial(rec.cpus_per_trial, rec.gpus_per_trial)
-    table = cost_table(inputs.summary, rec.max_epochs, devices)
+def _cost_section(
+    inputs: ExperimentInputs, devices: Devices, table: pd.DataFrame, out: Path
+) -> page.Section:
     table.to_csv(out / "cost.csv", index=False)
-    totals = cost_totals(table, devices, inputs.history)
+    totals = cost_totals(table, inputs.history)
     png = cost_figure(table, devices.unit, out / "cost.png")
     pairs = [
         (
@@ -235,6 +227,9 @@ def write_report(exp_dir: Path, out_dir: Path | None = None) -> Path:
     inputs = load_inputs(Path(exp_dir), need_history=True)
     out = Path(out_dir) if out_dir else default_out_dir(exp_dir)
     table, _, _ = _write_table(inputs, out)
+    rec = inputs.record
+    devices = devices_per_trial(rec.cpus_per_trial, rec.gpus_per_trial)
+    cost = cost_table(inputs.summary, rec.max_epochs, devices)
     trial_table = page.Section(
         "Trials",
         page.table(table, {c: header(c) for c in table.columns})
@@ -243,12 +238,12 @@ def write_report(exp_dir: Path, out_dir: Path | None = None) -> Path:
     )
     sections = [
         overview(inputs),
-        _progress_section(inputs, out),
+        _progress_section(inputs, cost, out),
         _asha_section(inputs, out),
         _importance_section(inputs, out),
         _per_class_section(inputs, out),
         trial_table,
-        _cost_section(inputs, out),
+        _cost_section(inputs, devices, cost, out),
     ]
     files = sorted(p.name for p in out.iterdir() if p.suffix in {".png", ".csv", ".md"})
     sections.append(page.Section("Files", page.file_list(files), "files"))

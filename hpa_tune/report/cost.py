@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from hpa_tune.report.progress import ray_elapsed_s
 from hpa_tune.summary import ERROR
 
 
@@ -71,7 +71,6 @@ class CostTotals:
     full_budget_trial_epochs: int
     device_hours: float
     full_budget_device_hours: float
-    devices: Devices
     search_wall_s: float  # first trial start to last epoch end; nan if unknown
 
     @property
@@ -81,19 +80,13 @@ class CostTotals:
         return 1 - self.device_hours / full if full > 0 else math.nan
 
 
-def cost_totals(
-    table: pd.DataFrame, devices: Devices, history: pd.DataFrame | None = None
-) -> CostTotals:
+def cost_totals(table: pd.DataFrame, history: pd.DataFrame | None = None) -> CostTotals:
     """Sum a :func:`cost_table`; ``history`` (with Ray's timestamps) gives the search's wall-clock."""
-    wall = math.nan
-    if history is not None and {"timestamp", "time_total_s"} <= set(history.columns):
-        start = (history["timestamp"] - history["time_total_s"]).min()
-        wall = float(np.max(history["timestamp"]) - start)
+    elapsed = None if history is None else ray_elapsed_s(history)
     return CostTotals(
         trial_epochs=int(table["epochs"].sum()),
         full_budget_trial_epochs=int(table["full_budget_epochs"].sum()),
         device_hours=float(table["device_hours"].sum()),
         full_budget_device_hours=float(table["full_budget_device_hours"].sum()),
-        devices=devices,
-        search_wall_s=wall,
+        search_wall_s=math.nan if elapsed is None else float(elapsed.max()),
     )

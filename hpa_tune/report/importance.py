@@ -14,7 +14,6 @@ Too few trials, or an evaluator that cannot run, give a note instead of an error
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +54,7 @@ def space_distributions(spec: SpaceSpec) -> dict[str, BaseDistribution]:
 
 def _param_value(value: Any, dist: BaseDistribution) -> Any:
     """``value`` as read from CSV, in the distribution's own type; None if missing or outside it."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return None
     if isinstance(dist, CategoricalDistribution):
         return next((c for c in dist.choices if c == value or str(c) == str(value)), None)
@@ -75,25 +74,27 @@ def study_from_summary(
     finally:
         optuna.logging.set_verbosity(verbosity)
     dists = space_distributions(spec)
+    steps: dict[str, dict[int, float]] = {}  # trial_id -> epoch -> metric
+    if history is not None:
+        reported = history.dropna(subset=[spec.metric])
+        for trial_id, epoch, v in zip(
+            reported["trial_id"].astype(str), reported["epoch"], reported[spec.metric], strict=True
+        ):
+            steps.setdefault(trial_id, {})[int(epoch)] = float(v)
     for _, row in summary.iterrows():
         value = row.get(f"best_{spec.metric}")
-        if row["status"] == ERROR or value is None or pd.isna(value):
+        if row["status"] == ERROR or pd.isna(value):
             continue
         params = {n: _param_value(row.get(f"param:{n}"), d) for n, d in dists.items()}
         params = {n: v for n, v in params.items() if v is not None}
-        steps = {}
-        if history is not None:
-            mine = history[history["trial_id"].astype(str) == str(row["trial_id"])]
-            steps = {
-                int(e): float(v) for e, v in zip(mine["epoch"], mine[spec.metric], strict=True)
-            }
+        trial_id = str(row["trial_id"])
         study.add_trial(
             optuna.trial.create_trial(
                 params=params,
                 distributions={n: dists[n] for n in params},
                 value=float(value),
-                intermediate_values={e: v for e, v in steps.items() if not math.isnan(v)},
-                user_attrs={"trial_id": str(row["trial_id"]), "status": str(row["status"])},
+                intermediate_values=steps.get(trial_id, {}),
+                user_attrs={"trial_id": trial_id, "status": str(row["status"])},
             )
         )
     return study

@@ -14,22 +14,21 @@ from typing import Any
 
 import pandas as pd
 
+from hpa_tune.data.shards import ShardManifest
+from hpa_tune.data.splits import TRAIN
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import (
     BEST_FILE,
     HISTORY_FILE,
     REFIT_DIR,
+    REFIT_METRICS_FILE,
     SUMMARY_FILE,
+    TRIAL_SCORES_FILE,
     RunRecord,
+    read_best,
     read_run,
 )
 from hpa_tune.search_space import SpaceSpec
-
-# Written by ``hpa_tune.evaluation.score_trials``; named here too so reading a report never
-# imports torch.
-TRIAL_SCORES_FILE = "trial_scores.csv"
-REFIT_METRICS_FILE = "metrics.json"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,10 @@ def _read_trials_csv(path: Path) -> pd.DataFrame:
 
 def _train_samples(data_dir: str) -> int | None:
     """Train split size from the prepared data's manifest, if that directory is still there."""
-    path = Path(data_dir) / MANIFEST_FILE
-    if not path.is_file():
+    try:
+        return ShardManifest.load(Path(data_dir)).splits.get(TRAIN)
+    except HpaTuneError:  # no manifest (data moved or deleted), or one of another format
         return None
-    splits = json.loads(path.read_text()).get("splits", {})
-    return int(splits["train"]) if "train" in splits else None
 
 
 def load_inputs(exp_dir: Path, need_history: bool = True) -> ExperimentInputs:
@@ -87,14 +85,12 @@ def load_inputs(exp_dir: Path, need_history: bool = True) -> ExperimentInputs:
     summary = _read_trials_csv(
         _require(exp_dir / SUMMARY_FILE, "the search has not written its results yet")
     )
-    history = None
     history_path = exp_dir / HISTORY_FILE
-    if need_history:
+    history = None
+    if need_history or history_path.is_file():
         hint = "it is written by hpa-tune run after the search (re-run the search to get one)"
         history = _read_trials_csv(_require(history_path, hint))
-    elif history_path.is_file():
-        history = _read_trials_csv(history_path)
-    best_path, refit_path = exp_dir / BEST_FILE, exp_dir / REFIT_DIR / REFIT_METRICS_FILE
+    refit_path = exp_dir / REFIT_DIR / REFIT_METRICS_FILE
     scores_path = exp_dir / TRIAL_SCORES_FILE
     return ExperimentInputs(
         exp_dir=exp_dir,
@@ -102,9 +98,7 @@ def load_inputs(exp_dir: Path, need_history: bool = True) -> ExperimentInputs:
         spec=spec,
         summary=summary,
         history=history,
-        best_trial_id=str(json.loads(best_path.read_text())["trial_id"])
-        if best_path.is_file()
-        else None,
+        best_trial_id=read_best(exp_dir).trial_id if (exp_dir / BEST_FILE).is_file() else None,
         refit_metrics=json.loads(refit_path.read_text()) if refit_path.is_file() else None,
         trial_scores=_read_trials_csv(scores_path) if scores_path.is_file() else None,
         train_samples=_train_samples(record.data_dir),

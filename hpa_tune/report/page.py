@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ def notes(lines: list[str]) -> str:
 
 
 def _cell(value: Any, digits: int) -> tuple[str, bool]:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return "", False
     if isinstance(value, bool):
         return str(value), False

@@ -85,11 +85,11 @@ def param_vs_metric_figure(
     """
     metric = f"best_{spec.metric}"
     fig = Figure(figsize=(4.2 * len(params), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(params), sharey=True, squeeze=False)[0])
+    axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
     trials = summary[summary["status"] != ERROR]
     for ax, name in zip(axes, params, strict=True):
         p = spec.params[name]
-        column = trials[f"param:{name}"] if f"param:{name}" in trials else pd.Series(dtype=float)
+        column = trials[f"param:{name}"]
         if p.type == "categorical":
             x = _categorical_axis(ax, column, list(p.choices or []))
         else:

@@ -13,13 +13,21 @@ import numpy as np
 import pandas as pd
 
 
+def ray_elapsed_s(history: pd.DataFrame) -> pd.Series | None:
+    """Seconds since the search started at the end of each history row; None without Ray's clock."""
+    if not {"timestamp", "time_total_s"} <= set(history.columns):
+        return None
+    start = (history["timestamp"] - history["time_total_s"]).min()
+    return (history["timestamp"] - start).astype(float)
+
+
 def _elapsed_s(history: pd.DataFrame) -> pd.Series:
-    """Seconds since the search started at the end of each history row."""
-    if {"timestamp", "time_total_s"} <= set(history.columns):
-        start = (history["timestamp"] - history["time_total_s"]).min()
-        return (history["timestamp"] - start).astype(float)
-    # Without Ray's clock, lay the epochs end to end (a sequential search's wall-clock).
-    return history["time_this_iter_s"].fillna(0).cumsum().astype(float)
+    """:func:`ray_elapsed_s`, or without Ray's clock the epochs laid end to end (a sequential
+    search's wall-clock)."""
+    elapsed = ray_elapsed_s(history)
+    if elapsed is None:
+        elapsed = history["time_this_iter_s"].fillna(0).cumsum().astype(float)
+    return elapsed
 
 
 def best_so_far(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:

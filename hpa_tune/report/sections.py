@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from hpa_tune.report import page
 from hpa_tune.report.inputs import ExperimentInputs
 from hpa_tune.report.study_table import format_value
@@ -51,12 +53,13 @@ def overview(inputs: ExperimentInputs) -> page.Section:
         ("trials", ", ".join(f"{n} {s}" for s, n in status.items())),
     ]
     if inputs.best_trial_id is not None:
-        best = inputs.summary[inputs.summary["trial_id"].astype(str) == inputs.best_trial_id]
-        value = best[f"best_{spec.metric}"].iloc[0] if len(best) else float("nan")
+        rows = inputs.summary[inputs.summary["trial_id"].astype(str) == inputs.best_trial_id]
+        best = rows.iloc[0] if len(rows) else pd.Series(dtype=object)
+        value = best.get(f"best_{spec.metric}", float("nan"))
         params = [
-            f"{c.removeprefix('param:')}={format_value(best[c].iloc[0])}"
-            for c in best.columns
-            if c.startswith("param:") and len(best) and best[c].notna().iloc[0]
+            f"{c.removeprefix('param:')}={format_value(v)}"
+            for c, v in best.items()
+            if str(c).startswith("param:") and pd.notna(v)
         ]
         pairs.append(("winner", f"trial {inputs.best_trial_id}: {value:.4f} ({', '.join(params)})"))
     m = inputs.refit_metrics

@@ -57,17 +57,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
 def config_label(row: pd.Series, spec: SpaceSpec) -> str:
     """``arch, key=value, ...`` for one summary row: the sampled parameters active in that trial,
     named by the config key they set (``freeze=fc``, not ``resnet_freeze=fc``)."""
     parts = [str(row.get("arch", ""))]
     for name in spec.params:
         value = row.get(f"param:{name}")
-        if _missing(value) or spec.config_key(name) == "arch":
+        if pd.isna(value) or spec.config_key(name) == "arch":
             continue
         parts.append(f"{spec.config_key(name)}={format_value(value)}")
     return ", ".join(p for p in parts if p)
@@ -137,7 +133,7 @@ def study_table(
 
 
 def _cell(value: Any) -> str:
-    if _missing(value) or value == "":
+    if pd.isna(value) or value == "":
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
