@@ -32,7 +32,7 @@ from PIL import Image
 
 from hpa_tune.classes import CHANNELS
 from hpa_tune.data import loader as loader_module
-from hpa_tune.data.loader import BatchLoader, load_split
+from hpa_tune.data.loader import BatchLoader, _copy_images, load_split
 from hpa_tune.data.shards import COMPRESSION, ShardManifest
 
 PNG_SAMPLES = 64  # the decoded 512 px planes of this many samples are held in memory
@@ -75,14 +75,13 @@ def load_stages(root: Path, size: int, n: int) -> dict[str, Callable[[], object]
     tables = [pq.read_table(pa.BufferReader(b)) for b in blobs]
 
     def copy_out() -> np.ndarray:
+        # The loader's own copy step (one copy per shard, chunk by chunk).
         images = np.empty((n, len(CHANNELS), size, size), dtype=np.uint8)
         at = 0
         for table in tables:
-            column = table.column("image").combine_chunks()
-            count = len(column) * column.type.byte_width
-            flat = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=count)
-            images[at : at + len(column)] = flat.reshape(-1, len(CHANNELS), size, size)
-            at += len(column)
+            rows = table.num_rows
+            _copy_images(table.column("image"), images[at : at + rows].reshape(rows, -1))
+            at += rows
         return images
 
     return {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
 from hpa_tune.classes import CHANNELS, class_names
+from hpa_tune.data.loader import channel_indices
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.search_space import ParamSpec, SpaceSpec
 from hpa_tune.summary import COMPLETED, ERROR, PRUNED
@@ -77,6 +79,7 @@ def tensorboard_dir(exp_dir: Path) -> Path:
     return Path(exp_dir) / TENSORBOARD_DIR
 
 
+@cache
 def class_tag(family: str, index: int) -> str:
     """``family/NN_Class_name``: zero-padded so the 28 classes sort in index order."""
     slug = re.sub(r"[^0-9A-Za-z]+", "_", class_names()[index]).strip("_")
@@ -97,8 +100,7 @@ def _discrete_kind(choices: list[Any]) -> type:
 def hparam_value(p: ParamSpec, value: Any) -> bool | int | float | str:
     """A sampled value as its HParams domain stores it."""
     if p.type == "categorical":
-        kind = _discrete_kind(list(p.choices or []))
-        return kind(value) if kind is not str else str(value)
+        return _discrete_kind(list(p.choices or []))(value)
     return value if isinstance(value, int | float) else str(value)
 
 
@@ -108,10 +110,8 @@ def hparam_domains(spec: SpaceSpec) -> list[hp.HParam]:
     for name, p in spec.params.items():
         domain: hp.Domain
         if p.type == "categorical":
-            choices = list(p.choices or [])
-            domain = hp.Discrete(
-                [hparam_value(p, c) for c in choices], dtype=_discrete_kind(choices)
-            )
+            kind = _discrete_kind(list(p.choices or []))
+            domain = hp.Discrete([kind(c) for c in p.choices or []], dtype=kind)
         elif p.type == "int":
             domain = hp.IntInterval(int(p.low or 0), int(p.high or 0))
         else:
@@ -168,9 +168,11 @@ class TrialLog:
         self.last_epoch = 0
 
     def start(self, params: dict[str, Any], spec: SpaceSpec) -> None:
-        """Open the session with the trial's sampled values; it shows as running (-1)."""
-        values = {k: hparam_value(spec.params[k], v) for k, v in params.items() if k in spec.params}
+        """Open the session with the trial's sampled values (``split_trial_config``'s params); it
+        shows as running (-1) with 0 epochs."""
+        values = {k: hparam_value(spec.params[k], v) for k, v in params.items()}
         _add_summary(self.writer, hp.hparams_pb(values, trial_id=self.trial_id), 0)
+        self.writer.add_scalar(EPOCHS_TAG, 0, 0)
         self.writer.add_scalar(STATUS_TAG, STATUS_CODES[RUNNING], 0)
         self.writer.flush()
 
@@ -183,8 +185,7 @@ class TrialLog:
 
     def end(self, status: str) -> None:
         """Close the session as ``completed``, ``pruned`` or ``error`` and the file."""
-        step = self.last_epoch
-        self.writer.add_scalar(EPOCHS_TAG, step, step)
+        step = self.last_epoch  # trial/epochs already holds it (0 from start, else the epoch's)
         self.writer.add_scalar(STATUS_TAG, STATUS_CODES[status], step)
         _add_summary(self.writer, _session_end_pb(status, time.time()), step)
         self.writer.close()
@@ -199,10 +200,10 @@ def _write_val_images(
     writer: SummaryWriter, images: np.ndarray, ids: np.ndarray, true: np.ndarray, pred: np.ndarray
 ) -> None:
     """Each image as an RGB composite and its yellow (ER) channel, plus one table of labels."""
-    yellow = CHANNELS.index("yellow")
+    rgb, yellow = channel_indices("rgb"), CHANNELS.index("yellow")
     rows = ["| # | id | true | predicted (tuned thresholds) |", "|---|---|---|---|"]
     for i, image in enumerate(images):
-        writer.add_image(f"val_images/{i:02d}/rgb", image[:3], 0, dataformats="CHW")
+        writer.add_image(f"val_images/{i:02d}/rgb", image[rgb], 0, dataformats="CHW")
         plane = image[yellow]
         tinted = np.stack([plane, plane, np.zeros_like(plane)])  # drawn in yellow, as HPA does
         writer.add_image(f"val_images/{i:02d}/yellow", tinted, 0, dataformats="CHW")

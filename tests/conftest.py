@@ -151,3 +151,24 @@ def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     return root / "runs" / "t", result.output
+
+
+def resnet_freeze_param(*choices: str) -> dict:
+    """The spaces' usual conditional parameter: ``resnet_freeze`` (setting ``freeze``) over
+    ``choices``, sampled only when ``arch`` is resnet18."""
+    return {
+        "type": "categorical",
+        "choices": list(choices),
+        "when": {"arch": "resnet18"},
+        "sets": "freeze",
+    }
+
+
+def load_events(run_dir: Path):
+    """TensorBoard's own reader (an EventAccumulator) over one run's event files, loaded, with
+    every scalar, tensor and image kept."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    acc.Reload()
+    return acc

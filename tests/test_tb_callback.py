@@ -5,11 +5,11 @@ import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
 from hpa_tune.search_space import parse_space
 from hpa_tune.tb_callback import TensorBoardTrials
+from tests.conftest import load_events
 
 SPACE = parse_space({"params": {"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}}})
 CONSTANTS = {"max_epochs": 3, "seed": 0, "image_size": 32}
@@ -25,14 +25,9 @@ def _run(callback: TensorBoardTrials, trial: SimpleNamespace, epochs: int) -> No
         callback.on_trial_result(0, [], trial, {"epoch": epoch, "val_macro_f1": 0.1 * epoch})
 
 
-def _load(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
 def _status_code(exp_dir: Path, trial_id: str) -> float:
-    return _load(exp_dir / "tensorboard" / f"trial_{trial_id}").Scalars("trial/status")[-1].value
+    run = load_events(exp_dir / "tensorboard" / f"trial_{trial_id}")
+    return run.Scalars("trial/status")[-1].value
 
 
 def test_trials_stopped_early_are_pruned_finished_ones_completed_raised_ones_errors(tmp_path):
@@ -50,7 +45,7 @@ def test_trials_stopped_early_are_pruned_finished_ones_completed_raised_ones_err
 def test_session_start_has_only_sampled_params_not_constants(tmp_path):
     callback = TensorBoardTrials(tmp_path, SPACE, max_epochs=3)
     _run(callback, _trial("a", 3e-4), 1)
-    acc = _load(tmp_path / "tensorboard" / "trial_a")
+    acc = load_events(tmp_path / "tensorboard" / "trial_a")
     content = acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
     start = metadata.parse_session_start_info_plugin_data(content)
     assert dict(start.hparams).keys() == {"lr"}
@@ -58,7 +53,7 @@ def test_session_start_has_only_sampled_params_not_constants(tmp_path):
 
 def test_setup_writes_the_hparams_experiment_in_the_root_run(tmp_path):
     TensorBoardTrials(tmp_path, SPACE, max_epochs=3).setup()
-    assert metadata.EXPERIMENT_TAG in _load(tmp_path / "tensorboard").Tags()["tensors"]
+    assert metadata.EXPERIMENT_TAG in load_events(tmp_path / "tensorboard").Tags()["tensors"]
 
 
 def test_pickles_without_its_open_writers(tmp_path):

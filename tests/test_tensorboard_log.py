@@ -22,6 +22,7 @@ from hpa_tune.tensorboard_log import (
     write_epoch_scalars,
     write_experiment_config,
 )
+from tests.conftest import load_events, resnet_freeze_param
 
 SPACE = parse_space(
     {
@@ -29,12 +30,7 @@ SPACE = parse_space(
             "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
             "epochs_warmup": {"type": "int", "low": 0, "high": 3, "sets": "warmup_epochs"},
             "arch": {"type": "categorical", "choices": ["baseline_cnn", "resnet18"]},
-            "resnet_freeze": {
-                "type": "categorical",
-                "choices": ["fc", "none"],
-                "when": {"arch": "resnet18"},
-                "sets": "freeze",
-            },
+            "resnet_freeze": resnet_freeze_param("fc", "none"),
             "batch_size": {"type": "categorical", "choices": [32, 64]},
         }
     }
@@ -58,12 +54,6 @@ def _report(epoch: int) -> dict:
     }
 
 
-def _load(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
-    acc.Reload()
-    return acc
-
-
 def _last(acc: EventAccumulator, tag: str) -> float:
     return acc.Scalars(tag)[-1].value
 
@@ -85,7 +75,9 @@ def test_class_tags_are_28_unique_names_under_one_family_in_index_order():
 
 
 def test_trial_run_has_every_epoch_curve_and_per_class_f1(tmp_path):
-    run = _load(_write_trial(tmp_path, "a1", {"lr": 1e-3, "arch": "baseline_cnn"}, 3, "completed"))
+    run = load_events(
+        _write_trial(tmp_path, "a1", {"lr": 1e-3, "arch": "baseline_cnn"}, 3, "completed")
+    )
     scalars = set(run.Tags()["scalars"])
     assert set(EPOCH_SCALARS.values()) <= scalars
     assert {"loss/train", "loss/val", "macro_f1/val", "lr", "images_per_s"} <= scalars
@@ -101,7 +93,7 @@ def test_ray_flattened_class_f1_keys_are_written_like_the_nested_dict(tmp_path):
 
     with SummaryWriter(str(tmp_path)) as writer:
         write_epoch_scalars(writer, {"epoch": 1, "val_class_f1/Nucleoplasm": 0.7}, 1)
-    assert _last(_load(tmp_path), "val_class_f1/00_Nucleoplasm") == pytest.approx(0.7)
+    assert _last(load_events(tmp_path), "val_class_f1/00_Nucleoplasm") == pytest.approx(0.7)
 
 
 def _plugin_content(acc: EventAccumulator, tag: str) -> bytes:
@@ -113,7 +105,7 @@ def test_session_start_holds_sampled_values_and_leaves_out_inactive_conditionals
     baseline = {"lr": 1e-4, "arch": "baseline_cnn", "batch_size": 64}
     starts = {}
     for trial_id, params in (("r", resnet), ("b", baseline)):
-        acc = _load(_write_trial(tmp_path, trial_id, params, 1, "pruned"))
+        acc = load_events(_write_trial(tmp_path, trial_id, params, 1, "pruned"))
         content = _plugin_content(acc, metadata.SESSION_START_INFO_TAG)
         starts[trial_id] = metadata.parse_session_start_info_plugin_data(content)
     assert starts["r"].group_name == "r"
@@ -133,7 +125,7 @@ def test_session_start_holds_sampled_values_and_leaves_out_inactive_conditionals
     ],
 )
 def test_session_end_records_status_code_and_epochs_run(tmp_path, status, epochs, session_status):
-    acc = _load(_write_trial(tmp_path, "t", {"lr": 1e-3}, epochs, status))
+    acc = load_events(_write_trial(tmp_path, "t", {"lr": 1e-3}, epochs, status))
     end = metadata.parse_session_end_info_plugin_data(
         _plugin_content(acc, metadata.SESSION_END_INFO_TAG)
     )
@@ -146,7 +138,7 @@ def test_a_running_trial_shows_status_minus_one_and_its_epochs_so_far(tmp_path):
     log = TrialLog(tmp_path, "live")
     log.start({"lr": 1e-3}, SPACE)
     log.epoch(_report(1))  # flushed: readable before the trial ends
-    acc = _load(tmp_path / "trial_live")
+    acc = load_events(tmp_path / "trial_live")
     assert _last(acc, "trial/status") == -1
     assert _last(acc, "trial/epochs") == 1
     assert metadata.SESSION_END_INFO_TAG not in acc.Tags()["tensors"]
@@ -155,7 +147,7 @@ def test_a_running_trial_shows_status_minus_one_and_its_epochs_so_far(tmp_path):
 
 def test_experiment_config_lists_every_parameter_with_its_domain_and_four_metrics(tmp_path):
     write_experiment_config(tmp_path, SPACE)
-    acc = _load(tmp_path)
+    acc = load_events(tmp_path)
     experiment = metadata.parse_experiment_plugin_data(
         _plugin_content(acc, metadata.EXPERIMENT_TAG)
     )
@@ -190,7 +182,7 @@ def test_categorical_domain_takes_one_type_and_mixed_choices_become_strings(
     spec = parse_space({"params": {"momentum": {"type": "categorical", "choices": choices}}})
     write_experiment_config(tmp_path, spec)
     experiment = metadata.parse_experiment_plugin_data(
-        _plugin_content(_load(tmp_path), metadata.EXPERIMENT_TAG)
+        _plugin_content(load_events(tmp_path), metadata.EXPERIMENT_TAG)
     )
     assert experiment.hparam_infos[0].type == data_type
     assert list(experiment.hparam_infos[0].domain_discrete) == domain
@@ -210,7 +202,7 @@ def _refit(log_dir: Path, n: int = 20) -> Path:
 def test_refit_run_has_a_pr_curve_per_class_labelled_val_images_and_its_curves(tmp_path):
     run_dir = _refit(tmp_path)
     assert run_dir == tmp_path / "refit"
-    acc = _load(run_dir)
+    acc = load_events(run_dir)
     tensors = set(acc.Tags()["tensors"])
     assert {class_tag("pr", k) for k in range(28)} <= tensors
     assert set(acc.Tags()["images"]) == {

@@ -46,9 +46,7 @@ class SplitArrays:
         return len(self.ids)
 
 
-def _read_shard(
-    root: Path, shard: ShardInfo, verify: bool
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _read_shard(root: Path, shard: ShardInfo, verify: bool) -> pa.Table:
     path = root / shard.path
     try:
         data = path.read_bytes()
@@ -58,18 +56,23 @@ def _read_shard(
         raise HpaTuneError(
             f"{path}: sha256 does not match the manifest (corrupt or modified shard)"
         )
-    table = pq.read_table(pa.BufferReader(data))  # zero-copy, unlike io.BytesIO
-    image_col = table.column("image").combine_chunks()
-    row_bytes = image_col.type.byte_width
-    images = np.frombuffer(
-        image_col.buffers()[1],
-        dtype=np.uint8,
-        count=len(image_col) * row_bytes,
-        offset=image_col.offset * row_bytes,
-    )
-    labels_col = table.column("labels").combine_chunks()
-    labels = labels_col.flatten().to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
-    return table.column("id").to_pylist(), images, labels
+    return pq.read_table(pa.BufferReader(data))  # zero-copy, unlike io.BytesIO
+
+
+def _copy_images(column: pa.ChunkedArray, out: np.ndarray) -> None:
+    """The fixed-width ``image`` column into ``out`` (rows, row bytes), one chunk (row group) at a
+    time: each chunk is read in place, so the shard's images are copied once, not combined first."""
+    at = 0
+    for chunk in column.chunks:
+        width = chunk.type.byte_width
+        flat = np.frombuffer(
+            chunk.buffers()[1],
+            dtype=np.uint8,
+            count=len(chunk) * width,
+            offset=chunk.offset * width,
+        )
+        out[at : at + len(chunk)] = flat.reshape(len(chunk), width)
+        at += len(chunk)
 
 
 def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitArrays:
@@ -84,23 +87,24 @@ def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitA
         raise HpaTuneError(
             f"{root}: image size {size} was not prepared; prepared sizes: {manifest.sizes}"
         )
-    shards = manifest.shards_for(split, size)
-    n = sum(s.rows for s in shards)
     if split not in manifest.splits:
         raise HpaTuneError(
             f"{root}: no split {split!r}; prepared splits: {sorted(manifest.splits)}"
         )
+    shards = manifest.shards_for(split, size)
+    n = sum(s.rows for s in shards)
     images = np.empty((n, len(CHANNELS), size, size), dtype=np.uint8)
     labels = np.empty((n, NUM_CLASSES), dtype=np.uint8)
     ids: list[str] = []
     at = 0
     for shard in shards:
-        shard_ids, flat, shard_labels = _read_shard(root, shard, verify)
-        k = len(shard_ids)
-        images[at : at + k] = flat.reshape(k, len(CHANNELS), size, size)
-        labels[at : at + k] = shard_labels
-        ids.extend(shard_ids)
-        at += k
+        table = _read_shard(root, shard, verify)
+        rows = slice(at, at + table.num_rows)
+        _copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
+        flat_labels = table.column("labels").combine_chunks().flatten()
+        labels[rows] = flat_labels.to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
+        ids.extend(table.column("id").to_pylist())
+        at += table.num_rows
     return SplitArrays(np.asarray(ids, dtype=object), images, labels)
 
 
