@@ -1,0 +1,126 @@
+"""Looking at results and inputs: ``report``, ``tensorboard``, ``models``, ``check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Output directory (default: EXPERIMENT_DIR/report).",
+)
+@click.option(
+    "--table",
+    "table_only",
+    is_flag=True,
+    help="Only the study table: print it (Markdown) and write study_table.md/.csv.",
+)
+def report(experiment_dir: Path, out_dir: Path | None, table_only: bool) -> None:
+    """Report on EXPERIMENT_DIR: the study table, or a self-contained HTML page with its figures.
+
+    \b
+    The HTML page (report.html, images embedded) shows best-so-far val macro F1 against time and
+    trial-epochs, each trial's curve with ASHA's rungs, hyperparameter importance (Optuna), the
+    refit model's per-class F1 at 0.5 vs tuned thresholds, the trial table and the cost; the
+    PNGs and CSVs behind it are written beside it.
+    \b
+    Examples:
+      hpa-tune report results/demo_space-20261125-101500
+      hpa-tune report results/study_table-20261125-101500 --table
+      hpa-tune report results/densenet_space-20261125-101500 --out ~/reports/densenet
+    """
+    from hpa_tune.report import write_report, write_study_table
+
+    if table_only:
+        _, md_path, csv_path = write_study_table(experiment_dir, out_dir)
+        click.echo(md_path.read_text())
+        click.echo(f"wrote {md_path} and {csv_path}")
+        return
+    path = write_report(experiment_dir, out_dir)
+    click.echo(f"report: {path}")
+
+
+@click.command("tensorboard")
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option("--port", default=6006, show_default=True, type=int)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all)."
+)
+def tensorboard_cmd(experiment_dir: Path, port: int, host: str) -> None:
+    """Serve EXPERIMENT_DIR/tensorboard (trial curves, HParams table, refit) until Ctrl-C.
+
+    \b
+    Example: hpa-tune tensorboard results/demo_space-20261125-101500 --port 6007
+    Over SSH: ssh -L 6006:localhost:6006 HOST, then open http://localhost:6006/
+    """
+    import time
+
+    from hpa_tune.tensorboard_log import launch_server
+
+    url = launch_server(experiment_dir, host=host, port=port)
+    click.echo(f"TensorBoard at {url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@click.command()
+def models() -> None:
+    """List registered models with native input size and freeze levels.
+
+    \b
+    Use a name as `arch` in a search space, a level as `freeze`:
+      hpa-tune models
+      hpa-tune run search_spaces/resnet_space.yaml --set arch=resnet34 --set freeze=layer4
+    """
+    from hpa_tune.models import list_models
+
+    for info in list_models():
+        click.echo(
+            f"{info.name:14s} {info.native_size:4d}px  freeze: {', '.join(info.freeze_levels):40s} "
+            f"{info.description}"
+        )
+
+
+@click.command()
+@click.argument("space", type=click.Path(path_type=Path))
+@click.option("-n", "samples", default=3, show_default=True, help="Sampled configurations to show.")
+def check(space: Path, samples: int) -> None:
+    """Validate a search space and show its parameters and a few sampled configurations.
+
+    Nothing is trained. A broken space prints the file, the key and the problem, and exits 2.
+
+    \b
+    Examples:
+      hpa-tune check search_spaces/all_space.yaml
+      hpa-tune check my_space.yaml -n 10
+    """
+    from hpa_tune.search_space import load_space, preview_configs
+
+    spec = load_space(space)
+    click.echo(
+        f"{space}: space {spec.name!r}, metric {spec.metric} ({spec.mode}), scheduler {spec.scheduler.type}, "
+        f"budget {spec.budget.num_samples} trials x {spec.budget.max_epochs} epochs "
+        f"(demo: {spec.demo.num_samples} x {spec.demo.max_epochs})"
+    )
+    for name, p in spec.params.items():
+        dist = (
+            p.choices
+            if p.type == "categorical"
+            else f"[{p.low}, {p.high}]" + (" log" if p.log else "")
+        )
+        cond = f"  when {p.when}" if p.when else ""
+        target = f" -> {p.sets}" if p.sets else ""
+        click.echo(f"  {name}{target}: {p.type} {dist}{cond}")
+    click.echo(f"  fixed: {spec.fixed}")
+    for params, _cfg in preview_configs(spec, dict(spec.fixed), n=24)[:samples]:
+        click.echo(f"  sample: {params}")
+    click.echo("ok")
