@@ -20,6 +20,17 @@ from hpa_tune.config import TrialConfig
 from hpa_tune.metrics import F1Accumulator
 
 
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite: the trial cannot continue."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"non-finite train loss at epoch {epoch}")
+        self.epoch = epoch
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:  # pickled across Ray processes
+        return type(self), (self.epoch,)
+
+
 def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
     """The configured optimiser over the model's trainable parameters (L2 via weight_decay)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -124,7 +135,13 @@ def train_one_epoch(
     epoch: int,
     steps_per_epoch: int,
 ) -> PassResult:
-    """One epoch of training; F1 of the epoch's own predictions is accumulated over every sample."""
+    """One epoch of training; F1 of the epoch's own predictions is accumulated over every sample.
+
+    ``epoch`` counts from 0.
+
+    Raises:
+        NonFiniteLossError: a batch's loss was NaN or infinite (named with the 1-based epoch).
+    """
     model.train()
     device = next(model.parameters()).device
     collected = _PassCollector()
@@ -139,7 +156,10 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        collected.add(loss.item(), logits, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(epoch + 1)
+        collected.add(loss_value, logits, y)
     return collected.result(last_lr=lr)
 
 

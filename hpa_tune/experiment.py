@@ -6,6 +6,8 @@
 ``history.csv``   one row per trial and epoch (every scalar each trial reported)
 ``best.json``     the winning trial: sampled params, resolved config, metric
 ``trial_scores.csv``  every trial's best checkpoint scored on the holdout (``score_all_trials``)
+``optuna.journal``  the Optuna study (journal storage; its name is ``study_name`` in run.json)
+``asha_state.json``  ASHA's rungs, kept so that ``hpa-tune resume`` continues them
 ``refit/``        the refit model, thresholds and holdout metrics (``refit/metrics.json``)
 """
 
@@ -49,6 +51,8 @@ class RunRecord:
     gpus_per_trial: float | str = "auto"
     time_budget_s: float | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    study_name: str = ""  # the Optuna study in optuna.journal ("" in runs made before it existed)
+    max_failures: int = 2  # retries of a trial whose process died, from its last checkpoint
 
 
 @dataclass

@@ -27,6 +27,7 @@ from hpa_tune.experiment import (
     write_best,
     write_run,
 )
+from hpa_tune.faults import SearchInterrupted, raise_if_deterministic_failure, watch_ctrl_c
 from hpa_tune.search_space import (
     SpaceSpec,
     define_by_run,
@@ -37,6 +38,7 @@ from hpa_tune.search_space import (
     searched_values,
     split_trial_config,
 )
+from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
 from hpa_tune.trainable import TrialData, load_trial_data, train_trial
 
@@ -55,6 +57,7 @@ class RunOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
+    max_failures: int | None = None
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     live: bool = True
@@ -102,6 +105,10 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
         else spec.resources.gpus_per_trial,
         time_budget_s=options.time_budget_s or budget.time_budget_s,
         overrides=dict(options.overrides),
+        study_name=name,
+        max_failures=options.max_failures
+        if options.max_failures is not None
+        else spec.resources.max_failures,
     )
     max_concurrent = options.max_concurrent or spec.resources.max_concurrent
     return RunPlan(spec, record, Path(options.storage).resolve() / name, max_concurrent)
@@ -114,6 +121,8 @@ def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, th
     params, constants = split_trial_config(spec, config)
     cfg = resolve_config(spec, params, constants)
     torch.set_num_threads(threads)
+    # A retry of a trial whose loss became non-finite fails again at once, not after an epoch.
+    raise_if_deterministic_failure(tune.get_context().get_trial_dir())
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -141,6 +150,15 @@ def _init_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
 
 
+def _quiet_tune() -> None:
+    # One checkpoint kept per trial makes Tune snapshot often; its warning about that is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Our own table (progress.LiveProgress) is the display; Tune's output engine stays silent
+    # (with the new engine, verbose=0 still prints a config box and a TensorBoard hint that
+    # points at Ray's session folder rather than EXP/tensorboard).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
 def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
     """GPUs per trial: ``auto`` is 1 on a cluster with GPUs and 0 without; numbers are kept.
 
@@ -164,12 +182,13 @@ def resolve_cpus(requested: float, cluster_cpus: float) -> float:
 
 
 def _scheduler(plan: RunPlan) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
+    from hpa_tune.asha_state import ASHA_STATE_FILE, PersistentASHA
 
     s = plan.spec.scheduler
     if s.type == "fifo":
         return None
-    return ASHAScheduler(
+    return PersistentASHA(
+        state_path=plan.exp_dir / ASHA_STATE_FILE,
         time_attr="epoch",
         max_t=plan.record.max_epochs,
         grace_period=min(s.grace_period, plan.record.max_epochs),
@@ -179,14 +198,17 @@ def _scheduler(plan: RunPlan) -> Any:
 
 
 def _searcher(plan: RunPlan) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
+    from hpa_tune.truthful_search import TruthfulOptunaSearch
 
     s = plan.spec.sampler
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per run
     sampler = optuna.samplers.TPESampler(
         seed=plan.record.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
     )
-    return OptunaSearch(
+    return TruthfulOptunaSearch(
+        max_epochs=plan.record.max_epochs,
+        storage=journal_storage(plan.exp_dir),
+        study_name=plan.record.study_name or plan.exp_dir.name,
         space=define_by_run(plan.spec, plan.record.constants),
         metric=plan.spec.metric,
         mode=plan.spec.mode,
@@ -203,12 +225,12 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
     import ray
     from ray import tune
 
-    # One checkpoint kept per trial makes Tune snapshot often; its warning about that is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Our own table (progress.LiveProgress) is the display; Tune's output engine stays silent
-    # (with the new engine, verbose=0 still prints a config box and a TensorBoard hint that
-    # points at Ray's session folder rather than EXP/tensorboard).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    _quiet_tune()
+    if journal_path(plan.exp_dir).exists():
+        raise HpaTuneError(
+            f"{plan.exp_dir} already holds a search; continue it with `hpa-tune resume "
+            f"{plan.exp_dir}` or choose another --name"
+        )
     _init_ray()
     rec = plan.record
     cluster = ray.cluster_resources()
@@ -249,13 +271,28 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
                 checkpoint_score_attribute=plan.spec.metric,
                 checkpoint_score_order=plan.spec.mode,
             ),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=rec.max_failures),
             callbacks=_callbacks(plan, live),
             verbose=0,
         ),
     )
-    results = tuner.fit()
-    return [_record(plan, result) for result in results]  # type: ignore[attr-defined]
+    return fit_and_collect(plan, tuner)
+
+
+def fit_and_collect(plan: RunPlan, tuner: Any) -> list[TrialRecord]:
+    """Run ``tuner`` (new or restored) to its end, close the study, and record every trial.
+
+    Raises:
+        SearchInterrupted: Ctrl-C stopped the search; Tune saved its state for ``resume``.
+    """
+    with watch_ctrl_c() as interrupted:
+        results = tuner.fit()
+        if interrupted():
+            raise SearchInterrupted(plan.exp_dir)
+    study = load_study(plan.exp_dir, plan.record.study_name)
+    if study is not None:  # trials the time budget stopped were never told how they ended
+        finish_running(study, plan.record.max_epochs, plan.spec.mode)
+    return [_record(plan, result) for result in results]
 
 
 def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
@@ -278,6 +315,8 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     history = [
         {k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")} for h in history
     ]
+    # A trial restored from a checkpoint reports the epochs after it again: keep the last report.
+    history = list({h.get("epoch"): h for h in history}.values())
     checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
     return TrialRecord(
         trial_id=Path(result.path).name.removeprefix("trial_"),

@@ -112,6 +112,7 @@ class Resources(_Strict):
     cpus_per_trial: float = Field(1, gt=0)
     gpus_per_trial: float | Literal["auto"] = "auto"
     max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0, description="retries of a trial whose process died")
 
 
 class SpaceSpec(_Strict):

@@ -1,4 +1,4 @@
-"""The ``hpa-tune`` command line: prepare, run, refit, report, predict, tensorboard, models, check.
+"""The ``hpa-tune`` command line: prepare, run, resume, refit, report, predict, tensorboard, models, check.
 
 Each command lives in a small module; this one only assembles the group.
 """
@@ -10,7 +10,7 @@ import click
 from hpa_tune.cli._common import OneLineErrors
 from hpa_tune.cli.data_commands import predict, prepare
 from hpa_tune.cli.inspect_commands import check, models, report, tensorboard_cmd
-from hpa_tune.cli.search_commands import refit, run
+from hpa_tune.cli.search_commands import refit, resume, run
 
 __all__ = ["main"]
 
@@ -32,5 +32,5 @@ def main() -> None:
     """
 
 
-for _command in (prepare, run, refit, report, predict, tensorboard_cmd, models, check):
+for _command in (prepare, run, resume, refit, report, predict, tensorboard_cmd, models, check):
     main.add_command(_command)

@@ -15,8 +15,13 @@ class OneLineErrors(click.Group):
     """Prints user errors (bad files, rows, keys) as one line and exits 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from hpa_tune.faults import SearchInterrupted
+
         try:
             return super().invoke(ctx)
+        except SearchInterrupted as stopped:  # Ctrl-C: not an error, the way back is printed
+            click.secho(str(stopped), fg="yellow", err=True)
+            sys.exit(130)
         except HpaTuneError as err:
             click.secho(f"error: {err}", fg="red", err=True)
             sys.exit(2)

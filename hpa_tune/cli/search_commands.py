@@ -44,6 +44,11 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--cpus-per-trial", type=float)
 @click.option("--gpus-per-trial", type=float)
 @click.option("--max-concurrent", type=int, help="Trials running at once.")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    help="Retries of a trial whose process died, from its last checkpoint (space default: 2).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--set",
@@ -65,6 +70,7 @@ def run(
     cpus_per_trial: float | None,
     gpus_per_trial: float | None,
     max_concurrent: int | None,
+    max_failures: int | None,
     seed: int,
     overrides: tuple[str, ...],
     no_refit: bool,
@@ -78,7 +84,7 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --gpus-per-trial 1
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
     """
-    from hpa_tune.runner import RunOptions, load_run_data, plan_run, run_search, write_results
+    from hpa_tune.runner import RunOptions, load_run_data, plan_run, run_search
 
     options = RunOptions(
         space_path=space,
@@ -91,6 +97,7 @@ def run(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         max_concurrent=max_concurrent,
+        max_failures=max_failures,
         seed=seed,
         overrides=_parse_overrides(overrides),
         live=not quiet,
@@ -116,6 +123,12 @@ def run(
     )
     data = load_run_data(plan)
     records = run_search(plan, data, live=options.live)
+    _results_and_refit(plan, data, records, no_refit)
+
+
+def _results_and_refit(plan: Any, data: Any, records: list[Any], no_refit: bool) -> None:
+    from hpa_tune.runner import write_results
+
     frame, best = write_results(plan, records)
     print_trials(frame, plan.spec.metric)
     click.echo(
@@ -144,6 +157,31 @@ def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) 
     click.echo(f"refit model, thresholds and metrics: {result.refit_dir}")
     if all_trials:
         score_trials(exp_dir, data, log=click.echo)
+
+
+@click.command()
+@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
+def resume(experiment_dir: Path, no_refit: bool) -> None:
+    """Continue the search in EXPERIMENT_DIR after its driver died or was stopped (Ctrl-C).
+
+    Finished trials are kept, running ones restart from their last epoch's checkpoint, the
+    Optuna study and ASHA's rungs carry on; then the results and the refit, as in run.
+
+    Example: hpa-tune resume results/densenet_space-20261125-101500
+    """
+    from hpa_tune.resume import plan_resume, resume_search
+    from hpa_tune.runner import load_run_data
+
+    plan = plan_resume(experiment_dir)
+    rec = plan.record
+    click.echo(
+        f"resuming: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
+        f"experiment {plan.exp_dir}"
+    )
+    data = load_run_data(plan)
+    records = resume_search(plan, data)
+    _results_and_refit(plan, data, records, no_refit)
 
 
 @click.command()
