@@ -28,6 +28,7 @@ from hpa_tune.experiment import (
     write_run,
 )
 from hpa_tune.faults import SearchInterrupted, raise_if_deterministic_failure, watch_ctrl_c
+from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
 from hpa_tune.search_space import (
     SpaceSpec,
     define_by_run,
@@ -38,7 +39,6 @@ from hpa_tune.search_space import (
     searched_values,
     split_trial_config,
 )
-from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
 from hpa_tune.trainable import TrialData, load_trial_data, train_trial
 

@@ -12,9 +12,12 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from hpa_tune.classes import class_names
@@ -22,7 +25,12 @@ from hpa_tune.cli import main
 from hpa_tune.experiment import BestTrial, RunRecord, write_best, write_run
 from hpa_tune.report import study_table, to_markdown, write_report, write_study_table
 from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
-from hpa_tune.report.importance import param_importances, study_from_summary
+from hpa_tune.report.importance import (
+    importance_study,
+    param_importances,
+    study_from_summary,
+    trials_frame,
+)
 from hpa_tune.report.per_class import per_class_frame
 from hpa_tune.report.progress import asha_rungs, best_so_far, rung_cutoffs
 from hpa_tune.search_space import parse_space
@@ -450,3 +458,25 @@ def test_report_page_renders_in_headless_chromium(search_report, tmp_path):
     # The embedded figures' colours (not just black text on white) reached the screen.
     colours = {tuple(c) for c in image[::7, ::7].reshape(-1, 3)}
     assert len(colours) > 200
+
+
+def test_importance_reads_the_kept_study_with_pruned_trials_at_their_best_epoch():
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    study = optuna.create_study(direction="maximize")
+    for state, value, steps, tid in (
+        (TrialState.COMPLETE, 0.4, {1: 0.1, 2: 0.4}, "a"),
+        (TrialState.PRUNED, None, {1: 0.3, 2: 0.2}, "b"),
+        (TrialState.FAIL, None, {}, "c"),
+    ):
+        study.add_trial(
+            create_trial(state=state, value=value, params={"lr": 0.01}, distributions={"lr": lr},
+                         intermediate_values=steps, user_attrs={"trial_id": tid})
+        )  # fmt: skip
+    copy = importance_study(study, "max")
+    assert [(t.user_attrs["status"], t.value) for t in copy.trials] == [
+        ("completed", 0.4),
+        ("pruned", 0.3),
+    ]
+    frame = trials_frame(study, "val_macro_f1", "max").set_index("trial_id")
+    assert frame["status"].to_dict() == {"a": "completed", "b": "pruned", "c": "error"}
+    assert frame.loc["b", "best_val_macro_f1"] == 0.3

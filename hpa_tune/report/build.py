@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from hpa_tune.optuna_study import load_study
 from hpa_tune.report import page
 from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
 from hpa_tune.report.figures import asha_figure, best_so_far_figure, cost_figure
-from hpa_tune.report.importance import param_importances, study_from_summary
+from hpa_tune.report.importance import (
+    importance_study,
+    param_importances,
+    study_from_summary,
+    trials_frame,
+)
 from hpa_tune.report.inputs import ExperimentInputs, load_inputs
 from hpa_tune.report.param_figures import importance_figure, param_vs_metric_figure
 from hpa_tune.report.per_class import per_class_figure, per_class_frame
@@ -121,7 +127,13 @@ def _asha_section(inputs: ExperimentInputs, out: Path) -> page.Section:
 
 
 def _importance_section(inputs: ExperimentInputs, out: Path) -> page.Section:
-    study = study_from_summary(inputs.summary, inputs.spec, inputs.history)
+    spec = inputs.spec
+    stored = load_study(inputs.exp_dir, inputs.record.study_name)
+    if stored is None:  # an experiment from before optuna.journal: rebuilt from summary.csv
+        study, trials = study_from_summary(inputs.summary, spec, inputs.history), inputs.summary
+    else:
+        study = importance_study(stored, spec.mode)
+        trials = trials_frame(stored, spec.metric, spec.mode)
     result = param_importances(study, seed=inputs.record.seed)
     result.table.to_csv(out / "importance.csv", index=False)
     body = ""
@@ -133,14 +145,12 @@ def _importance_section(inputs: ExperimentInputs, out: Path) -> page.Section:
             ).reset_index()
         )
     ranked = result.ranked() or [
-        n
-        for n in inputs.spec.params
-        if f"param:{n}" in inputs.summary and inputs.summary[f"param:{n}"].nunique() > 1
+        n for n in spec.params if f"param:{n}" in trials and trials[f"param:{n}"].nunique() > 1
     ]
     if ranked:
         png = param_vs_metric_figure(
-            inputs.summary,
-            inputs.spec,
+            trials,
+            spec,
             ranked[:TOP_PARAMS],
             inputs.best_trial_id,
             out / "param_vs_metric.png",

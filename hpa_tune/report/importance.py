@@ -1,9 +1,10 @@
-"""Hyperparameter importance: the search rebuilt as an Optuna study, scored by Optuna's evaluators.
+"""Hyperparameter importance: the search's Optuna study, scored by Optuna's evaluators.
 
-Each trial of ``summary.csv`` becomes a finished Optuna trial (its sampled params with the space's
-distributions, its best metric as the value, its per-epoch metric as intermediate values). Trials
-ASHA stopped count as complete, as Ray's ``OptunaSearch`` told the sampler; errored trials are
-left out. Two evaluators are run:
+The study is the one the search kept in ``EXP/optuna.journal`` (``importance_study``): completed
+trials as they were told, trials ASHA stopped (PRUNED there) at the best value they reached, so
+that the evaluators, which read complete trials only, see every trial that trained; failed ones
+are left out. Experiments from before the journal are rebuilt from ``summary.csv`` in the same
+way (``study_from_summary``). Two evaluators are run:
 
 - PED-ANOVA (Optuna's default) over every parameter, conditional ones included; its target
   quantile is widened on small studies so that a few trials form the "top" group.
@@ -28,8 +29,9 @@ from optuna.distributions import (
 )
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
+from hpa_tune.optuna_study import best_value
 from hpa_tune.search_space import SpaceSpec
-from hpa_tune.summary import ERROR, PRUNED
+from hpa_tune.summary import COMPLETED, ERROR, PRUNED
 
 MIN_TRIALS = 3
 PED_ANOVA, FANOVA = "PED-ANOVA", "fANOVA"
@@ -63,16 +65,62 @@ def _param_value(value: Any, dist: BaseDistribution) -> Any:
     return number if dist.low <= number <= dist.high else None
 
 
-def study_from_summary(
-    summary: pd.DataFrame, spec: SpaceSpec, history: pd.DataFrame | None = None
-) -> optuna.Study:
-    """An in-memory Optuna study holding the search's finished trials."""
+_STATUS = {
+    optuna.trial.TrialState.COMPLETE: COMPLETED,
+    optuna.trial.TrialState.PRUNED: PRUNED,
+    optuna.trial.TrialState.FAIL: ERROR,
+}
+
+
+def _quiet_study(mode: str) -> optuna.Study:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
+        return optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def importance_study(study: optuna.Study, mode: str) -> optuna.Study:
+    """An in-memory copy of the search's study for the evaluators: COMPLETE trials as they are,
+    PRUNED ones as complete at their best intermediate value; others left out."""
+    out = _quiet_study(mode)
+    for trial in study.get_trials(deepcopy=False, states=tuple(_STATUS)[:2]):
+        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        value = value if value is not None else best_value(trial.intermediate_values, mode)
+        if value is None:
+            continue
+        out.add_trial(
+            optuna.trial.create_trial(
+                params=trial.params,
+                distributions=trial.distributions,
+                value=value,
+                intermediate_values=trial.intermediate_values,
+                user_attrs={**trial.user_attrs, "status": _STATUS[trial.state]},
+            )
+        )
+    return out
+
+
+def trials_frame(study: optuna.Study, metric: str, mode: str) -> pd.DataFrame:
+    """The study's finished trials as rows shaped like ``summary.csv``'s: ``trial_id``,
+    ``param:<name>``, ``status`` and ``best_<metric>`` (the best intermediate value)."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=tuple(_STATUS)):
+        row: dict[str, Any] = {"trial_id": str(trial.user_attrs.get("trial_id", trial.number))}
+        row.update({f"param:{k}": v for k, v in trial.params.items()})
+        row["status"] = _STATUS[trial.state]
+        row[f"best_{metric}"] = best_value(trial.intermediate_values, mode)
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["trial_id", "status"])
+
+
+def study_from_summary(
+    summary: pd.DataFrame, spec: SpaceSpec, history: pd.DataFrame | None = None
+) -> optuna.Study:
+    """An in-memory Optuna study holding the search's finished trials (for experiments without
+    ``optuna.journal``)."""
+    study = _quiet_study(spec.mode)
     dists = space_distributions(spec)
     steps: dict[str, dict[int, float]] = {}  # trial_id -> epoch -> metric
     if history is not None:
@@ -156,8 +204,8 @@ def param_importances(study: optuna.Study, seed: int = 0) -> Importances:
     stopped = sum(t.user_attrs.get("status") == PRUNED for t in trials)
     if stopped:
         notes.append(
-            f"{stopped} trial(s) were stopped by ASHA: their value is the best reached in fewer "
-            "epochs (as the sampler saw it), so slow starters can look worse than they are"
+            f"{stopped} trial(s) were stopped by ASHA: their value here is the best reached in "
+            "fewer epochs, so slow starters can look worse than they are"
         )
     if len(trials) < 20:
         notes.append(f"with {len(trials)} trials these importances are rough indications only")
