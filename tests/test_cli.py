@@ -16,7 +16,7 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.mark.parametrize("command", [[], ["prepare"], ["run"], ["refit"], ["predict"], ["check"], ["models"]])
+@pytest.mark.parametrize("command", [[], ["prepare"], ["run"], ["resume"], ["refit"], ["predict"], ["check"], ["models"]])
 def test_help_of_every_command_gives_an_example(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0
