@@ -21,7 +21,7 @@ from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
 from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
-from hpa_tune.data.shards import MANIFEST_NAME
+from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
 from hpa_tune.engine import predict
 from hpa_tune.errors import HpaTuneError
@@ -39,14 +39,22 @@ class Submission:
     path: Path
     rows: int
     unreadable: list[str]
+    fallback_class: int = 0  # what an unreadable Id's row predicts
 
 
 def _model_dir(path: Path) -> Path:
+    needed = (MODEL_FILE, CONFIG_FILE, INFO_FILE, THRESHOLDS_FILE)
     for candidate in (path, path / REFIT_DIR):
-        if (candidate / MODEL_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
+        if all((candidate / name).is_file() for name in needed):
             return candidate
+    if (path / MODEL_FILE).is_file():
+        raise HpaTuneError(
+            f"{path}: a trial checkpoint, not a refit model (no {THRESHOLDS_FILE} tuned on val); "
+            "run `hpa-tune refit EXPERIMENT_DIR` and pass EXPERIMENT_DIR/refit"
+        )
     raise HpaTuneError(
-        f"{path}: no {MODEL_FILE} + {CONFIG_FILE}; pass a refit directory (EXPERIMENT_DIR/refit)"
+        f"{path}: no {MODEL_FILE} + {CONFIG_FILE} + {THRESHOLDS_FILE}; "
+        "pass a refit directory (EXPERIMENT_DIR/refit)"
     )
 
 
@@ -74,11 +82,36 @@ def _raw_test_arrays(raw_dir: Path, size: int, workers: int) -> tuple[SplitArray
     return SplitArrays(ids, images, np.zeros((len(rows), NUM_CLASSES), dtype=np.uint8)), unreadable
 
 
+def _shard_test_arrays(data: Path, size: int) -> tuple[SplitArrays, list[str]]:
+    """The prepared test split, in ``sample_submission.csv`` order when the manifest keeps it;
+    Ids that ``prepare`` rejected get an empty image and are returned as unreadable."""
+    manifest = ShardManifest.load(data)
+    if TEST not in manifest.splits and not manifest.test_ids:
+        raise HpaTuneError(
+            f"{data}: no test split was prepared (prepare needs sample_submission.csv and test/)"
+        )
+    arrays = load_split(data, TEST, size) if TEST in manifest.splits else None
+    if not manifest.test_ids:
+        assert arrays is not None
+        return arrays, []
+    row_of = {sid: i for i, sid in enumerate(arrays.ids)} if arrays is not None else {}
+    ids = manifest.test_ids
+    images = np.zeros((len(ids), len(CHANNELS), size, size), dtype=np.uint8)
+    unreadable = []
+    for i, sid in enumerate(ids):
+        if sid in row_of:
+            images[i] = arrays.images[row_of[sid]]  # type: ignore[union-attr]
+        else:
+            unreadable.append(sid)
+    labels = np.zeros((len(ids), NUM_CLASSES), dtype=np.uint8)
+    return SplitArrays(np.asarray(ids, dtype=object), images, labels), unreadable
+
+
 def load_test_arrays(data: Path, size: int, workers: int = 0) -> tuple[SplitArrays, list[str]]:
     """Test images from prepared shards or a raw Kaggle directory; also the unreadable Ids."""
     data = Path(data)
     if (data / MANIFEST_NAME).is_file():
-        return load_split(data, TEST, size), []
+        return _shard_test_arrays(data, size)
     if (data / "sample_submission.csv").is_file() and (data / "test").is_dir():
         return _raw_test_arrays(data, size, workers or os.cpu_count() or 1)
     raise HpaTuneError(
@@ -114,4 +147,4 @@ def predict_submission(model_path: Path, data: Path, out: Path, workers: int = 0
         for sample_id, row in zip(arrays.ids, labels, strict=True):
             chosen = [fallback] if sample_id in bad else np.flatnonzero(row).tolist()
             writer.writerow([sample_id, " ".join(map(str, chosen))])
-    return Submission(out, len(arrays), unreadable)
+    return Submission(out, len(arrays), unreadable, fallback)

@@ -80,7 +80,34 @@ def _edit_csv(raw, sid, target):
     (raw / "train.csv").write_text(text.replace(line, f"{sid},{target}"))
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit gray pixels (no real image data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _bomb(raw, sid):
+    (raw / "train" / f"{sid}_green.png").write_bytes(png_claiming(30000, 30000))
+
+
+def _not_utf8(raw, sid):
+    data = (raw / "train.csv").read_bytes()
+    (raw / "train.csv").write_bytes(
+        data.replace(f"{sid},".encode(), f"{sid},\xff".encode("latin-1"), 1)
+    )
+
+
 BAD_INPUTS = {
+    "decompression bomb": (_bomb, "too large"),
+    "non-UTF-8 byte in train.csv": (_not_utf8, "not UTF-8"),
     "truncated image": (_truncate, "truncated"),
     "unreadable image": (_garbage, "unreadable"),
     "missing channel file": (_missing, "_yellow.png"),
@@ -177,3 +204,60 @@ def test_cli_prepare_prints_a_summary(kaggle_dir, tmp_path):
     assert "resized (not 512x512): 60" in result.output  # the CLI expects Kaggle's 512 px sources
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["splits"]["test"] == 5
+
+
+def test_non_utf8_row_names_file_and_line_and_costs_only_that_row(kaggle_dir, tmp_path):
+    raw, images = kaggle_dir
+    bad = sorted(images)[4]
+    line_no = 2 + list(images).index(bad)
+    _not_utf8(raw, bad)
+    result = prepare(raw, tmp_path / "out", OPTS)
+    assert _rejected(tmp_path / "out") == {
+        bad: f"train.csv line {line_no}: not UTF-8 text (byte 0xff)"
+    }
+    assert sum(result.manifest.splits[s] for s in ("train", "val", "holdout")) == 55
+
+
+def test_a_decompression_bomb_is_rejected_not_a_traceback(kaggle_dir, tmp_path):
+    raw, images = kaggle_dir
+    bad = sorted(images)[2]
+    _bomb(raw, bad)
+    result = CliRunner().invoke(
+        main, ["prepare", str(raw), "--out", str(tmp_path / "o"), "--sizes", "32", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "too large" in _rejected(tmp_path / "o")[bad]
+    assert "rejected: 1" in result.output
+
+
+def test_tiny_data_with_an_empty_val_split_is_a_clear_error(tmp_path):
+    write_kaggle_dir(tmp_path / "raw", 4, size=64)
+    result = CliRunner().invoke(
+        main, ["prepare", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--sizes", "32"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "train.csv: too few usable samples" in result.output
+    assert "the val split(s) would be empty" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_val_emptied_by_a_rejected_image_is_a_clear_error_and_keeps_the_old_output(tmp_path):
+    raw = tmp_path / "raw"
+    images = write_kaggle_dir(raw, 8, size=64)
+    opts = PrepareOptions(sizes=(32,), workers=1, expected_size=64, val_fraction=0.1)
+    assert prepare(raw, tmp_path / "out", opts).manifest.splits["val"] == 1
+    val_id = load_split(tmp_path / "out", "val", 32).ids[0]
+    _garbage(raw, val_id)
+    with pytest.raises(HpaTuneError, match=r"after decoding: the val split.*left unchanged"):
+        prepare(raw, tmp_path / "out", opts)
+    assert val_id in images and load_split(tmp_path / "out", "val", 32).ids[0] == val_id
+
+
+def test_manifest_keeps_every_test_id_including_rejected_ones(kaggle_dir, tmp_path):
+    raw, _ = kaggle_dir
+    test_ids = [ln.split(",")[0] for ln in (raw / "sample_submission.csv").read_text().split()[1:]]
+    (raw / "test" / f"{test_ids[1]}_red.png").write_bytes(b"garbage")
+    m = prepare(raw, tmp_path / "out", OPTS).manifest
+    assert m.splits["test"] == len(test_ids) - 1
+    assert ShardManifest.load(tmp_path / "out").test_ids == test_ids

@@ -23,7 +23,16 @@ class OneLineErrors(click.Group):
             click.secho(str(stopped), fg="yellow", err=True)
             sys.exit(130)
         except HpaTuneError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
+            click.secho(f"error: {' '.join(str(err).split())}", fg="red", err=True)
+            sys.exit(2)
+        except click.UsageError as err:
+            # A bad option value (e.g. --num-samples 0) is a user error like any other: one line.
+            command = err.ctx.command_path if err.ctx else ctx.command_path
+            click.secho(
+                f"error: {' '.join(err.format_message().split())} (see {command} --help)",
+                fg="red",
+                err=True,
+            )
             sys.exit(2)
 
 

@@ -78,11 +78,21 @@ def prepare(
         shard_bytes=shard_mb * 2**20,
     )
     bar, update = progress_bar("decoding")
+    started: list[bool] = []
+
+    def progress(done: int, total: int) -> None:
+        if not started:  # no bar before decoding starts: a refused input prints one line only
+            bar.start()
+            started.append(True)
+        update(done, total)
+
     try:
-        with bar:
-            result = run_prepare(raw_dir, out_dir, options, progress=update)
+        result = run_prepare(raw_dir, out_dir, options, progress=progress)
     except ValueError as err:
         raise HpaTuneError(str(err)) from None
+    finally:
+        if started:
+            bar.stop()
     m = result.manifest
     click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in m.splits.items()))
     click.echo(
@@ -119,9 +129,11 @@ def predict(model_dir: Path, data_dir: Path, out_path: Path, workers: int) -> No
 
     sub = predict_submission(model_dir, data_dir, out_path, workers)
     if sub.unreadable:
+        more = f" (and {len(sub.unreadable) - 10} more)" if len(sub.unreadable) > 10 else ""
         click.secho(
-            f"warning: {len(sub.unreadable)} test image(s) unreadable, given the most frequent class: "
-            + ", ".join(sub.unreadable[:10]),
+            f"warning: {len(sub.unreadable)} of {sub.rows} test Id(s) have no readable image "
+            f"(unreadable, or rejected by prepare); their row predicts the train split's most "
+            f"frequent class ({sub.fallback_class}): " + ", ".join(sub.unreadable[:10]) + more,
             fg="yellow",
             err=True,
         )

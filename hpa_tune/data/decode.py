@@ -50,7 +50,10 @@ def _load_channel(path: Path) -> Image.Image:
             return _to_uint8_gray(img)
     except FileNotFoundError:
         raise SampleError(f"missing channel file {path.name}") from None
-    except (OSError, ValueError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        # Not an OSError: a header claiming e.g. 30000x30000 pixels, refused before decoding.
+        raise SampleError(f"image too large (decompression bomb?) {path.name}: {err}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
         raise SampleError(f"unreadable or truncated image {path.name}: {err}") from None
 
 

@@ -33,17 +33,41 @@ class Rejection:
     reason: str
 
 
-def _read_csv_rows(path: Path, header: tuple[str, str]) -> list[list[str]]:
+def _read_csv_rows(path: Path, header: tuple[str, str]) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every row after the header.
+
+    Bytes that are not UTF-8 are kept as surrogates (see :func:`_not_utf8`), so one bad byte
+    costs only its own row.
+    """
     if not path.is_file():
         raise HpaTuneError(f"{path}: file not found (expected the Kaggle layout's {path.name})")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if not rows or tuple(c.strip() for c in rows[0][:2]) != header or len(rows[0]) != 2:
-        found = ",".join(rows[0]) if rows else "an empty file"
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        try:
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as err:
+            raise HpaTuneError(f"{path} line {reader.line_num}: not a CSV file ({err})") from None
+    head = rows[0][1] if rows else []
+    if not rows or tuple(c.strip() for c in head[:2]) != header or len(head) != 2:
+        found = _printable(",".join(head)) if rows else "an empty file"
         raise HpaTuneError(
             f"{path}: malformed header: expected '{','.join(header)}', found '{found}'"
         )
     return rows[1:]
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as U+FFFD (safe to print and to write to CSV)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _not_utf8(fields: list[str]) -> str | None:
+    """A description of the first non-UTF-8 byte in a row's fields, or None."""
+    for field in fields:
+        for char in field:
+            if "\udc80" <= char <= "\udcff":
+                return f"not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x})"
+    return None
 
 
 def _parse_target(text: str) -> tuple[int, ...]:
@@ -67,11 +91,14 @@ def read_train_csv(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
     rows: list[LabelRow] = []
     rejected: list[Rejection] = []
     first_line: dict[str, int] = {}
-    for line_no, raw in enumerate(_read_csv_rows(path, ("Id", "Target")), start=2):
+    for line_no, raw in _read_csv_rows(path, ("Id", "Target")):
         if not raw or not any(c.strip() for c in raw):
             continue
         sample_id = raw[0].strip()
         where = f"{path.name} line {line_no}"
+        if problem := _not_utf8(raw):
+            rejected.append(Rejection(_printable(sample_id) or f"<{where}>", f"{where}: {problem}"))
+            continue
         if len(raw) != 2 or not sample_id:
             rejected.append(
                 Rejection(sample_id or f"<{where}>", f"{where}: expected 2 fields, got {len(raw)}")
@@ -98,9 +125,13 @@ def read_submission_ids(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
     rows: list[LabelRow] = []
     rejected: list[Rejection] = []
     seen: set[str] = set()
-    for line_no, raw in enumerate(_read_csv_rows(path, ("Id", "Predicted")), start=2):
+    for line_no, raw in _read_csv_rows(path, ("Id", "Predicted")):
         sample_id = raw[0].strip() if raw else ""
         if not sample_id:
+            continue
+        if problem := _not_utf8([sample_id]):
+            where = f"{path.name} line {line_no}"
+            rejected.append(Rejection(_printable(sample_id), f"{where}: {problem}"))
             continue
         if sample_id in seen:
             rejected.append(Rejection(sample_id, f"{path.name} line {line_no}: duplicate Id"))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,14 @@ from hpa_tune.data.kaggle_layout import (
     read_submission_ids,
     read_train_csv,
 )
+from hpa_tune.data.output_swap import check_output_dir, staging_dir, swap_in
 from hpa_tune.data.shards import DEFAULT_SHARD_BYTES, ShardManifest, ShardWriter
-from hpa_tune.data.splits import TEST, TRAIN, assign_splits, class_counts
+from hpa_tune.data.splits import TEST, TRAIN, VAL, assign_splits, class_counts
 from hpa_tune.errors import HpaTuneError
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
+_CHUNK = 4  # samples per task sent to a decoding worker
+_CHUNKS_IN_FLIGHT = 2  # per worker: enough to keep it busy, few enough to bound memory
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def _decode_task(task: _Task, sizes: tuple[int, ...], expected_size: int) -> Dec
         return decode_sample(task.files, sizes, expected_size)
     except SampleError as err:
         return str(err)
+    except Exception as err:  # one bad sample never costs the others, whatever it raises
+        return f"cannot decode: {type(err).__name__}: {err}"
 
 
 def _multi_hot(rows: list[LabelRow]) -> np.ndarray:
@@ -100,16 +106,36 @@ def _tasks_for(
     return tasks
 
 
+def _decode_chunk(
+    tasks: list[_Task], sizes: tuple[int, ...], expected_size: int
+) -> list[DecodedSample | str]:
+    return [_decode_task(t, sizes, expected_size) for t in tasks]
+
+
 def _decoded(
     tasks: list[_Task], options: PrepareOptions
 ) -> Iterator[tuple[_Task, DecodedSample | str]]:
+    """Decode ``tasks`` on worker processes, yielding results in task order.
+
+    Back-pressure: at most ``_CHUNKS_IN_FLIGHT`` chunks per worker are submitted ahead of the
+    writer, so decoded samples never pile up in memory however many tasks there are.
+    """
     workers = options.workers or os.cpu_count() or 1
-    fn = partial(_decode_task, sizes=options.sizes, expected_size=options.expected_size)
+    fn = partial(_decode_chunk, sizes=options.sizes, expected_size=options.expected_size)
     if workers == 1:
-        yield from ((t, fn(t)) for t in tasks)
+        yield from ((t, fn([t])[0]) for t in tasks)
         return
+    chunks = iter([tasks[i : i + _CHUNK] for i in range(0, len(tasks), _CHUNK)])
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from zip(tasks, pool.map(fn, tasks, chunksize=8), strict=True)
+        pending: deque[tuple[list[_Task], Future[list[DecodedSample | str]]]] = deque(
+            (chunk, pool.submit(fn, chunk)) for chunk in islice(chunks, workers * _CHUNKS_IN_FLIGHT)
+        )
+        while pending:
+            chunk, future = pending.popleft()
+            results = future.result()
+            for nxt in islice(chunks, 1):
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield from zip(chunk, results, strict=True)
 
 
 class _ChannelMoments:
@@ -163,6 +189,9 @@ def prepare(
 ) -> PrepareResult:
     """Decode, split and shard a Kaggle-layout directory.
 
+    The output is built in a staging directory beside ``out_dir`` and swapped in only when
+    complete: until then, and after any failure, a previous output in ``out_dir`` is untouched.
+
     Args:
         raw_dir: holds ``train.csv`` and ``train/``; optionally ``sample_submission.csv`` and ``test/``.
         out_dir: receives ``manifest.json``, ``rejected.csv`` and ``size_*/`` shards.
@@ -170,23 +199,71 @@ def prepare(
         progress: called as ``progress(done, total)`` while decoding.
 
     Raises:
-        HpaTuneError: the directory is not a Kaggle layout, or ``strict`` and samples were rejected.
+        HpaTuneError: the directory is not a Kaggle layout, ``out_dir`` cannot be replaced
+            safely, a split would be empty, or ``strict`` and samples were rejected.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     rejected: list[Rejection] = []
     rows, test_rows = _read_rows(raw_dir, rejected)
+    check_output_dir(raw_dir, out_dir, options.sizes)
     splits = assign_splits(
         _multi_hot(rows), options.val_fraction, options.holdout_fraction, options.seed
     )
+    _check_splits_filled(Counter(str(s) for s in splits), raw_dir / "train.csv", options, None)
     tasks = _tasks_for(rows, splits, raw_dir / "train", rejected)
     tasks += _tasks_for(test_rows, np.full(len(test_rows), TEST), raw_dir / "test", rejected)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("size_*"):
-        shutil.rmtree(old)
+    staged = staging_dir(out_dir)
+    try:
+        manifest = _write_shards(staged, tasks, rejected, options, progress)
+        if options.strict and rejected:
+            raise _strict_error(out_dir, rejected)
+        _check_splits_filled(Counter(manifest.splits), raw_dir / "train.csv", options, out_dir)
+        manifest.source = str(raw_dir.resolve())
+        manifest.test_ids = [r.id for r in test_rows]
+        manifest.save(staged)
+        swap_in(staged, out_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return PrepareResult(manifest, rejected, out_dir)
+
+
+def _check_splits_filled(
+    counts: Counter[str], csv_path: Path, options: PrepareOptions, out_dir: Path | None
+) -> None:
+    """A search needs train samples, and val ones unless asked for none: say so here, not in ``run``."""
+    wanted = (TRAIN, VAL) if options.val_fraction > 0 else (TRAIN,)
+    empty = [name for name in wanted if not counts.get(name)]
+    if not empty:
+        return
+    where = "after decoding" if out_dir is not None else "from the label rows"
+    got = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no samples"
+    kept = f"; {out_dir} left unchanged" if out_dir is not None else ""
+    raise HpaTuneError(
+        f"{csv_path}: too few usable samples {where}: the {' and '.join(empty)} split(s) would "
+        f"be empty ({got}); add samples or change --val-fraction/--holdout-fraction{kept}"
+    )
+
+
+def _strict_error(out_dir: Path, rejected: list[Rejection]) -> HpaTuneError:
+    listing = "; ".join(f"{r.id}: {r.reason}" for r in rejected[:20])
+    more = f" (and {len(rejected) - 20} more)" if len(rejected) > 20 else ""
+    return HpaTuneError(
+        f"--strict: {len(rejected)} sample(s) rejected, nothing written "
+        f"({out_dir} left unchanged): {listing}{more}"
+    )
+
+
+def _write_shards(
+    out_dir: Path,
+    tasks: list[_Task],
+    rejected: list[Rejection],
+    options: PrepareOptions,
+    progress: ProgressFn | None,
+) -> ShardManifest:
+    """Decode ``tasks`` into shards under ``out_dir``; write ``rejected.csv``; return the manifest."""
     writers: dict[tuple[str, int], ShardWriter] = {}
     moments = {size: _ChannelMoments() for size in options.sizes}
-    kept_ids: dict[str, list[str]] = {}
     kept_labels: list[np.ndarray] = []
     kept_splits: list[str] = []
     resized = 0
@@ -204,7 +281,6 @@ def prepare(
                 writers[key].add(task.id, image, y)
                 if task.split == TRAIN:
                     moments[size].add(image)
-            kept_ids.setdefault(task.split, []).append(task.id)
             kept_labels.append(y)
             kept_splits.append(task.split)
         if progress:
@@ -212,39 +288,23 @@ def prepare(
     for writer in writers.values():
         writer.flush()
     _write_rejected(out_dir, rejected)
-    if options.strict and rejected:
-        for old in out_dir.glob("size_*"):
-            shutil.rmtree(old)
-        listing = "; ".join(f"{r.id}: {r.reason}" for r in rejected[:20])
-        more = f" (and {len(rejected) - 20} more)" if len(rejected) > 20 else ""
-        raise HpaTuneError(
-            f"--strict: {len(rejected)} sample(s) rejected, nothing written "
-            f"(full list in {out_dir / 'rejected.csv'}): {listing}{more}"
-        )
-    if TRAIN not in kept_ids:
-        raise HpaTuneError(
-            f"{raw_dir}: no train sample could be decoded; see {out_dir / 'rejected.csv'}"
-        )
-    labels = np.stack(kept_labels)
     split_arr = np.asarray(kept_splits, dtype=object)
-    manifest = ShardManifest(
+    labels = np.stack(kept_labels) if kept_labels else np.zeros((0, NUM_CLASSES), np.uint8)
+    return ShardManifest(
         class_names=list(class_names()),
         channel_order=list(CHANNELS),
         sizes=list(options.sizes),
-        splits={name: len(ids) for name, ids in kept_ids.items()},
+        splits=dict(Counter(kept_splits)),
         class_counts=class_counts(labels, split_arr),
         channel_stats={str(size): m.stats() for size, m in moments.items()},
         shards=[s for w in writers.values() for s in w.shards],
         seed=options.seed,
         val_fraction=options.val_fraction,
         holdout_fraction=options.holdout_fraction,
-        source=str(raw_dir.resolve()),
         rejected=len(rejected),
         resized=resized,
         extra={"rejected_by_reason": dict(Counter(_reason_kind(r.reason) for r in rejected))},
     )
-    manifest.save(out_dir)
-    return PrepareResult(manifest, rejected, out_dir)
 
 
 def _reason_kind(reason: str) -> str:
@@ -252,6 +312,9 @@ def _reason_kind(reason: str) -> str:
     for kind in (
         "missing channel",
         "unreadable or truncated",
+        "too large",
+        "not UTF-8",
+        "cannot decode",
         "duplicate Id",
         "empty Target",
         "outside 0..",

@@ -32,6 +32,10 @@ DEFAULT_SHARD_BYTES = 256 * 2**20
 # LZ4 decodes 2-3x faster than zstd (level 1) for 10-15% larger files; decoding is most of what a
 # trial's first epoch spends on reading shards (BENCHMARKS.md, section 1.3).
 COMPRESSION = "lz4"
+# A row group is what the writer holds in memory before writing (and what a reader decodes at
+# once): at most this many rows and, for large images, about this many bytes.
+ROW_GROUP_ROWS = 1024
+ROW_GROUP_BYTES = 32 * 2**20
 
 
 def shard_schema(size: int) -> pa.Schema:
@@ -75,6 +79,9 @@ class ShardManifest:
     resized: int = 0
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # Every Id of sample_submission.csv in its order, rejected ones included: a submission
+    # must list them all (``predict`` gives the ones not in the test split a fallback row).
+    test_ids: list[str] = field(default_factory=list)
 
     def save(self, directory: Path) -> Path:
         """Write ``manifest.json`` into ``directory``."""
@@ -122,7 +129,11 @@ def sha256_of(path: Path) -> str:
 
 
 class ShardWriter:
-    """Appends samples of one (split, size) and rolls over to a new file at a byte limit."""
+    """Appends samples of one (split, size); rolls over to a new file at a byte limit.
+
+    Memory stays bounded whatever the shard size: samples are written as Parquet row groups of
+    at most ``ROW_GROUP_ROWS`` rows and ``ROW_GROUP_BYTES`` bytes while a shard file is open.
+    """
 
     def __init__(
         self, root: Path, split: str, size: int, max_bytes: int = DEFAULT_SHARD_BYTES
@@ -130,22 +141,30 @@ class ShardWriter:
         self.root, self.split, self.size = root, split, size
         row_bytes = len(CHANNELS) * size * size + NUM_CLASSES
         self.rows_per_shard = max(1, max_bytes // row_bytes)
+        self.rows_per_group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // row_bytes))
         self.shards: list[ShardInfo] = []
         self._ids: list[str] = []
         self._images: list[bytes] = []
         self._labels: list[np.ndarray] = []
+        self._file: pq.ParquetWriter | None = None
+        self._file_rows = 0
         (root / f"size_{size}").mkdir(parents=True, exist_ok=True)
 
+    def _rel(self) -> str:
+        return f"size_{self.size}/{self.split}-{len(self.shards):05d}.parquet"
+
     def add(self, sample_id: str, image: np.ndarray, labels: np.ndarray) -> None:
-        """Buffer one sample; writes a shard when the buffer reaches the size limit."""
+        """Buffer one sample; writes a row group, and closes a shard at the size limit."""
         self._ids.append(sample_id)
         self._images.append(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
         self._labels.append(np.asarray(labels, dtype=np.uint8))
-        if len(self._ids) >= self.rows_per_shard:
-            self.flush()
+        room = self.rows_per_shard - self._file_rows
+        if len(self._ids) >= min(self.rows_per_group, room):
+            self._write_group()
+        if self._file_rows >= self.rows_per_shard:
+            self._close_shard()
 
-    def flush(self) -> None:
-        """Write buffered samples as one shard (no-op when empty)."""
+    def _write_group(self) -> None:
         if not self._ids:
             return
         schema = shard_schema(self.size)
@@ -160,16 +179,26 @@ class ShardWriter:
             ],
             schema=schema,
         )
-        rel = f"size_{self.size}/{self.split}-{len(self.shards):05d}.parquet"
-        # No dictionary encoding: every image is unique, and trying one only slows reading.
-        pq.write_table(
-            table,
-            self.root / rel,
-            compression=COMPRESSION,
-            use_dictionary=False,
-            row_group_size=1024,
-        )
-        self.shards.append(
-            ShardInfo(rel, self.size, self.split, len(self._ids), sha256_of(self.root / rel))
-        )
+        if self._file is None:
+            # No dictionary encoding: every image is unique, and trying one only slows reading.
+            self._file = pq.ParquetWriter(
+                self.root / self._rel(), schema, compression=COMPRESSION, use_dictionary=False
+            )
+        self._file.write_table(table, row_group_size=len(self._ids))
+        self._file_rows += len(self._ids)
         self._ids, self._images, self._labels = [], [], []
+
+    def _close_shard(self) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        rel = self._rel()
+        self.shards.append(
+            ShardInfo(rel, self.size, self.split, self._file_rows, sha256_of(self.root / rel))
+        )
+        self._file, self._file_rows = None, 0
+
+    def flush(self) -> None:
+        """Write buffered samples and close the open shard (no-op when nothing is pending)."""
+        self._write_group()
+        self._close_shard()
