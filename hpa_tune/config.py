@@ -85,7 +85,7 @@ def config_keys() -> list[str]:
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
-    """One line per problem: ``where: key: message`` (unknown keys list the valid ones)."""
+    """One line, one ``where: key: message`` per problem, ``; ``-separated (unknown keys list the valid ones)."""
     lines = []
     for problem in err.errors():
         key = ".".join(str(p) for p in problem["loc"]) or "(config)"
@@ -95,7 +95,7 @@ def describe_validation_error(err: ValidationError, where: str) -> str:
             got = f" (got {problem['input']!r})" if problem["type"] != "value_error" else ""
             msg = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {key}: {msg}{got}")
-    return "\n".join(lines)
+    return "; ".join(lines)
 
 
 def make_trial_config(values: dict[str, Any], where: str = "config") -> TrialConfig:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,51 @@ def write_run(exp_dir: Path, record: RunRecord, spec: SpaceSpec) -> None:
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / RUN_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
     (exp_dir / SPACE_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+
+def absolute_location(path: str | Path) -> str:
+    """``path`` made absolute, so an experiment directory works from any working directory.
+
+    URLs (``s3://...``) are kept as they are.
+    """
+    text = str(path)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def check_storage(storage: Path) -> None:
+    """Fail in one line, before any work, if experiments cannot be written under ``storage``.
+
+    Raises:
+        HpaTuneError: ``storage`` (or a parent) is a file, or the directory is not writable.
+    """
+    if "://" in str(storage):
+        return
+    existing = Path(storage).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HpaTuneError(f"--storage {storage}: {existing} is a file, expected a directory")
+    try:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=storage):
+            pass
+    except OSError as err:
+        raise HpaTuneError(f"--storage {storage}: cannot write there ({err.strerror})") from None
+
+
+def check_new_experiment(exp_dir: Path) -> None:
+    """A new run never writes into an existing experiment.
+
+    Raises:
+        HpaTuneError: ``exp_dir`` exists and is not empty; names ``resume`` and ``--name``.
+    """
+    if exp_dir.is_dir() and any(exp_dir.iterdir()):
+        raise HpaTuneError(
+            f"{exp_dir}: an experiment of that name exists; continue it with "
+            f"`hpa-tune resume {exp_dir}`, or choose another --name"
+        )
+    if exp_dir.exists() and not exp_dir.is_dir():
+        raise HpaTuneError(f"{exp_dir}: exists and is a file; choose another --name")
 
 
 def _require(path: Path, what: str) -> Path:

@@ -24,6 +24,7 @@ from hpa_tune.experiment import (
     SUMMARY_FILE,
     BestTrial,
     RunRecord,
+    absolute_location,
     write_best,
     write_run,
 )
@@ -41,6 +42,7 @@ from hpa_tune.search_space import (
 )
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
 from hpa_tune.trainable import TrialData, load_trial_data, train_trial
+from hpa_tune.trial_errors import error_summary, trial_tracebacks_silenced
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
     name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = RunRecord(
         space_path=str(options.space_path),
-        data_dir=str(data_dir),
+        data_dir=absolute_location(data_dir),
         builtin_sample=builtin_sample,
         constants=constants,
         num_samples=options.num_samples or budget.num_samples,
@@ -285,7 +287,7 @@ def fit_and_collect(plan: RunPlan, tuner: Any) -> list[TrialRecord]:
     Raises:
         SearchInterrupted: Ctrl-C stopped the search; Tune saved its state for ``resume``.
     """
-    with watch_ctrl_c() as interrupted:
+    with watch_ctrl_c() as interrupted, trial_tracebacks_silenced():
         results = tuner.fit()
         if interrupted():
             raise SearchInterrupted(plan.exp_dir)
@@ -323,7 +325,7 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
         params=params,
         arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
         history=history,
-        error=str(result.error) if result.error else None,
+        error=error_summary(result.error),
         path=checkpoint or result.path,
     )
 

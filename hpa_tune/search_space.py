@@ -237,15 +237,15 @@ def parse_space(raw: Any, source: str = "<space>") -> SpaceSpec:
     try:
         return SpaceSpec(**raw)
     except ValidationError as err:
-        lines = []
+        problems = []
         for problem in err.errors():
             loc = _location(problem)
             if problem["type"] == "extra_forbidden":
-                lines.append(f"{source}: unknown key {loc!r}")
+                problems.append(f"unknown key {loc!r}")
             else:
-                msg = problem["msg"].removeprefix("Value error, ")
-                lines.append(f"{source}: {loc + ': ' if loc else ''}{msg}")
-        raise HpaTuneError("\n".join(lines)) from None
+                msg = " ".join(problem["msg"].removeprefix("Value error, ").split())
+                problems.append(f"{loc + ': ' if loc else ''}{msg}")
+        raise HpaTuneError(f"{source}: " + "; ".join(problems)) from None
     except TypeError as err:
         raise HpaTuneError(f"{source}: {err}") from None
 
@@ -255,12 +255,35 @@ def load_space(path: str | Path) -> SpaceSpec:
     path = Path(path)
     if not path.is_file():
         raise HpaTuneError(f"{path}: search-space file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise HpaTuneError(f"{path}: not valid YAML: {err}") from None
-    spec = parse_space(raw, str(path))
+    spec = parse_space(read_yaml(path), str(path))
     return spec if spec.name else spec.model_copy(update={"name": path.stem})
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, any problem (not UTF-8, binary, bad syntax) as a one-line error.
+
+    Raises:
+        HpaTuneError: naming the file, the line and column, and what was wrong.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise HpaTuneError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+            "expected a YAML search space"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise HpaTuneError(f"{path}: not valid YAML: {where}{problem}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as err:
+        reason = " ".join(str(err).split())
+        raise HpaTuneError(f"{path}: not valid YAML: {reason}") from None
 
 
 def _condition_holds(p: ParamSpec, sampled: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -94,7 +95,9 @@ def print_trials(frame: Any, metric: str) -> None:
         table.add_row(*[fmt_cell(row.get(c)) for c in cols])
     console().print(table)
     for _, row in frame[frame["status"] == "error"].iterrows():
-        click.secho(f"trial {row['trial_id']} failed: {row['error']}", fg="red", err=True)
+        where = Path(str(row["checkpoint"])) / "error.txt"
+        trace = f" (traceback: {where})" if where.is_file() else ""
+        click.secho(f"trial {row['trial_id']} failed: {row['error']}{trace}", fg="red", err=True)
 
 
 def fmt_cell(value: Any) -> str:

@@ -106,6 +106,7 @@ def check(space: Path, samples: int) -> None:
     from hpa_tune.search_space import load_space, preview_configs
 
     spec = load_space(space)
+    previews = preview_configs(spec, dict(spec.fixed), n=24)  # fails before anything is printed
     click.echo(
         f"{space}: space {spec.name!r}, metric {spec.metric} ({spec.mode}), scheduler {spec.scheduler.type}, "
         f"budget {spec.budget.num_samples} trials x {spec.budget.max_epochs} epochs "
@@ -121,6 +122,6 @@ def check(space: Path, samples: int) -> None:
         target = f" -> {p.sets}" if p.sets else ""
         click.echo(f"  {name}{target}: {p.type} {dist}{cond}")
     click.echo(f"  fixed: {spec.fixed}")
-    for params, _cfg in preview_configs(spec, dict(spec.fixed), n=24)[:samples]:
+    for params, _cfg in previews[:samples]:
         click.echo(f"  sample: {params}")
     click.echo("ok")

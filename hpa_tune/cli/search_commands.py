@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise HpaTuneError(f"--set {pair!r}: expected KEY=VALUE")
         if key not in config_keys():
             raise HpaTuneError(f"--set {key}: unknown key; valid keys: {', '.join(config_keys())}")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise HpaTuneError(
+                f"--set {pair}: the value is not valid YAML ({problem}); quote it, "
+                f"e.g. --set {key}='\"{value}\"' for a string"
+            ) from None
     return out
 
 
@@ -36,14 +44,18 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option("--storage", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", help="Experiment name (default: SPACE-TIMESTAMP).")
-@click.option("--num-samples", type=int, help="Number of trials.")
-@click.option("--max-epochs", type=int, help="Epochs of a trial that is never pruned.")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Number of trials.")
 @click.option(
-    "--time-budget-s", type=float, help="Stop starting/continuing trials after this many seconds."
+    "--max-epochs", type=click.IntRange(min=1), help="Epochs of a trial that is never pruned."
 )
-@click.option("--cpus-per-trial", type=float)
-@click.option("--gpus-per-trial", type=float)
-@click.option("--max-concurrent", type=int, help="Trials running at once.")
+@click.option(
+    "--time-budget-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop starting/continuing trials after this many seconds.",
+)
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True))
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0))
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials running at once.")
 @click.option(
     "--max-failures",
     type=click.IntRange(min=0),
@@ -84,6 +96,7 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --gpus-per-trial 1
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
     """
+    from hpa_tune.experiment import check_new_experiment, check_storage
     from hpa_tune.runner import RunOptions, load_run_data, plan_run, run_search
 
     options = RunOptions(
@@ -103,6 +116,11 @@ def run(
         live=not quiet,
     )
     builtin = data_dir is None
+    # Every value is checked before any work (rendering the sample, loading data, starting Ray).
+    check_storage(storage)
+    plan = plan_run(options, data_dir or Path("<built-in sample>"), builtin)
+    check_new_experiment(plan.exp_dir)
+    options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
     if builtin:
         from hpa_tune.data.builtin import cached_builtin_sample, ensure_builtin_sample
 

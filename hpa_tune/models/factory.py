@@ -18,7 +18,7 @@ def create_model(
     *,
     in_chans: int = 4,
     num_classes: int = 28,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: bool | str | os.PathLike[str] | None = None,
     freeze: str = "none",
     image_size: int | None = None,
     **model_kwargs: Any,
@@ -29,7 +29,7 @@ def create_model(
         name: A registered name (see ``list_models()``).
         in_chans: 3 (red, green, blue) or 4 (red, green, blue, yellow).
         num_classes: Number of output logits.
-        pretrained: ``None``/``"none"`` (random init), ``"imagenet"`` (torchvision ImageNet
+        pretrained: ``None``/``False``/``"none"`` (random init), ``True``/``"imagenet"`` (torchvision ImageNet
             weights from the torch hub cache, downloaded unless ``HPA_TUNE_OFFLINE=1``), or a
             path to a ``.pth``/``.pt`` state dict (torchvision-shaped or saved from an
             hpa-tune model). The stem is adapted to ``in_chans`` with ``adapt_input_conv``;
@@ -55,7 +55,9 @@ def create_model(
     model = get_model_builder(name)(
         in_chans=in_chans, num_classes=num_classes, image_size=size, **model_kwargs
     )
-    if pretrained is not None and str(pretrained).lower() != "none":
-        load_pretrained(model, info, pretrained)
+    if pretrained is True:  # timm's convention: True means the default (ImageNet) weights
+        pretrained = "imagenet"
+    if pretrained not in (None, False) and str(pretrained).lower() != "none":
+        load_pretrained(model, info, pretrained)  # type: ignore[arg-type]
     freeze_up_to(model, name, freeze)
     return model

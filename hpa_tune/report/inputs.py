@@ -59,6 +59,17 @@ def _read_trials_csv(path: Path) -> pd.DataFrame:
         raise HpaTuneError(f"{path}: not a readable CSV ({err})") from None
 
 
+def _require_reported_epochs(path: Path, summary: pd.DataFrame) -> None:
+    """Reports are about reported epochs: an experiment where every trial failed has none."""
+    if "epochs" in summary.columns and (summary["epochs"].fillna(0) > 0).any():
+        return
+    errors = summary["error"].dropna().astype(str).tolist() if "error" in summary else []
+    cause = f"; first error: {errors[0]}" if errors else ""
+    raise HpaTuneError(
+        f"{path}: no trial reported an epoch (every trial failed){cause}; nothing to report"
+    )
+
+
 def _train_samples(data_dir: str) -> int | None:
     """Train split size from the prepared data's manifest, if that directory is still there."""
     try:
@@ -86,10 +97,14 @@ def load_inputs(exp_dir: Path, need_history: bool = True) -> ExperimentInputs:
         _require(exp_dir / SUMMARY_FILE, "the search has not written its results yet")
     )
     history_path = exp_dir / HISTORY_FILE
+    _require_reported_epochs(exp_dir / SUMMARY_FILE, summary)
     history = None
     if need_history or history_path.is_file():
         hint = "it is written by hpa-tune run after the search (re-run the search to get one)"
-        history = _read_trials_csv(_require(history_path, hint))
+        path = _require(history_path, hint)
+        history = _read_trials_csv(path) if path.read_text().strip() else pd.DataFrame()
+        if need_history and "epoch" not in history.columns:
+            raise HpaTuneError(f"{path}: no epoch was reported by any trial; nothing to report")
     refit_path = exp_dir / REFIT_DIR / REFIT_METRICS_FILE
     scores_path = exp_dir / TRIAL_SCORES_FILE
     return ExperimentInputs(
