@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import read_run
-from hpa_tune.runner import RunPlan, _init_ray, _quiet_tune, _tune_trainable, fit_and_collect
+from hpa_tune.runner import RunPlan, _init_ray, _quiet_tune, fit_and_collect, tune_trainable
 from hpa_tune.summary import TrialRecord
 from hpa_tune.trainable import TrialData
 
@@ -47,12 +47,8 @@ def resume_search(plan: RunPlan, data: TrialData) -> list[TrialRecord]:
 
     _quiet_tune()
     _init_ray()
-    rec = plan.record
-    threads = max(1, int(float(rec.cpus_per_trial)))
-    trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
-        {"cpu": float(rec.cpus_per_trial), "gpu": float(rec.gpus_per_trial)},
-    )
+    rec = plan.record  # run.json holds the resources trials got (resolved at the start)
+    trainable = tune_trainable(plan, data, float(rec.cpus_per_trial), float(rec.gpus_per_trial))
     tuner = tune.Tuner.restore(
         str(plan.exp_dir),
         trainable=trainable,

@@ -1,7 +1,8 @@
 """``hpa-tune run``: a Ray Tune search (OptunaSearch + ASHA) over a YAML search space.
 
-The only module that schedules trials, and so the only one (with its callbacks ``progress`` and
-``tb_callback``) importing Ray.
+The module that schedules trials, and so the one importing Ray (with its callbacks ``progress``
+and ``tb_callback``, its thin Ray subclasses ``truthful_search`` and ``asha_state``, and
+``resume``, which restores what it started).
 The dataset is loaded once here and shared with every trial through the object store.
 """
 
@@ -245,14 +246,10 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
             cluster["CPU"],
             cpus,
         )
-    threads = max(1, int(cpus))
     # Written once resources are known: run.json records what trials actually got (space.yaml
     # keeps what was asked, e.g. "auto").
     write_run(plan.exp_dir, replace(rec, cpus_per_trial=cpus, gpus_per_trial=gpus), plan.spec)
-    trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
-        {"cpu": cpus, "gpu": gpus},
-    )
+    trainable = tune_trainable(plan, data, cpus, gpus)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -295,6 +292,17 @@ def fit_and_collect(plan: RunPlan, tuner: Any) -> list[TrialRecord]:
     if study is not None:  # trials the time budget stopped were never told how they ended
         finish_running(study, plan.record.max_epochs, plan.spec.mode)
     return [_record(plan, result) for result in results]
+
+
+def tune_trainable(plan: RunPlan, data: TrialData, cpus: float, gpus: float) -> Any:
+    """The trainable Tune runs (and ``resume`` supplies again): data shared, resources attached."""
+    from ray import tune
+
+    threads = max(1, int(cpus))
+    return tune.with_resources(
+        tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
+        {"cpu": cpus, "gpu": gpus},
+    )
 
 
 def _callbacks(plan: RunPlan, live: bool) -> list[Any]:

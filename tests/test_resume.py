@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from hpa_tune.optuna_study import load_study
 
 pytestmark = pytest.mark.ray
 
-NUM_SAMPLES, MAX_EPOCHS = 5, 4
+NUM_SAMPLES, MAX_EPOCHS = 4, 4
 SPACE = {
     "metric": "val_macro_f1",
     "mode": "max",
@@ -158,3 +159,31 @@ def test_resume_after_the_driver_was_killed_finishes_the_search_without_rerunnin
     rungs = json.loads((exp_dir / "asha_state.json").read_text())["brackets"][0]
     rung_1 = next(r["recorded"] for r in rungs if r["milestone"] == 1)
     assert {tid for tid in at_kill if at_kill[tid].intermediate_values} <= set(rung_1)
+
+
+def _interrupt_after_first_epoch(exp_dir, sent):
+    """Ctrl-C (SIGINT to this process, whose main thread runs Tune) once a trial reported."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the journal may not be there yet
+            if any(t.intermediate_values for t in _trial_states(exp_dir).values()):
+                os.kill(os.getpid(), signal.SIGINT)
+                sent.append(True)
+                return
+        time.sleep(0.1)
+
+
+def test_ctrl_c_stops_the_search_and_prints_how_to_resume_it(ray_runtime, sample_shards, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "budget": {"num_samples": 2, "max_epochs": 4}}))
+    exp_dir, sent = tmp_path / "r", []
+    watcher = threading.Thread(target=_interrupt_after_first_epoch, args=(exp_dir, sent))
+    watcher.start()
+    args = ["run", str(space), "--data", str(sample_shards), "--storage", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--name", "r", "--quiet", "--no-refit"])
+    watcher.join()
+    assert sent and result.exit_code == 130, result.output
+    assert f"Continue it with: hpa-tune resume {exp_dir}" in result.output
+    assert not (exp_dir / "summary.csv").exists()  # no results written for a stopped search
+    # The study was not told that the interrupted trials ended: resume continues them.
+    assert any(not t.state.is_finished() for t in _trial_states(exp_dir).values())
