@@ -31,6 +31,7 @@ from hpa_tune.experiment import (
 )
 from hpa_tune.faults import SearchInterrupted, raise_if_deterministic_failure, watch_ctrl_c
 from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
+from hpa_tune.ray_session import record_local_session
 from hpa_tune.search_space import (
     SpaceSpec,
     define_by_run,
@@ -151,6 +152,7 @@ def _init_ray() -> None:
     else:
         # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        record_local_session()  # so a later command can end what it leaves if this driver dies
 
 
 def _quiet_tune() -> None:
