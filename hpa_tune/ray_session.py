@@ -24,6 +24,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 _PROC = Path("/proc")
 _KILL_WAIT_S = 5.0
@@ -159,19 +160,19 @@ def end_dead_sessions() -> list[int]:
     return killed
 
 
-def record_local_session() -> Path | None:
+def record_local_session(context: Any) -> Path | None:
     """Record the local Ray runtime this driver just started; the record goes when it exits.
 
     Also ends what dead drivers' runtimes left behind. Call right after ``ray.init`` started a
     local runtime (not when joining a cluster: its processes are not ours).
-    """
-    import ray
 
+    Args:
+        context: ``ray.get_runtime_context()`` of that runtime (this module does not import Ray).
+    """
     end_dead_sessions()
     stat = _stat(os.getpid())
     if stat is None:
         return None
-    context = ray.get_runtime_context()
     record = SessionRecord(os.getpid(), stat[2], context.get_session_name(), context.gcs_address)
     path = state_dir() / f"{record.driver_pid}-{record.driver_start}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

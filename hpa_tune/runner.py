@@ -152,7 +152,7 @@ def _init_ray() -> None:
     else:
         # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        record_local_session()  # so a later command can end what it leaves if this driver dies
+        record_local_session(ray.get_runtime_context())  # ended by a later command if we die
 
 
 def _quiet_tune() -> None:
