@@ -6,8 +6,8 @@
   search from a finished one. A second Ctrl-C then raises KeyboardInterrupt as usual.
 - Ray retries a failed trial up to ``max_failures`` times from its last checkpoint, whatever the
   failure. A process that died deserves that; a loss that became NaN does not (it would only
-  become NaN again), so a retried trial first checks the error Ray recorded for it and fails at
-  once with the same reason (``raise_if_deterministic_failure``).
+  become NaN again), so a retried trial that finds its previous attempt's marker fails at once
+  with the same reason (``fail_fast_on_retry``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from types import FrameType
 
 from hpa_tune.errors import HpaTuneError
 
-RAY_ERROR_FILE = "error.txt"  # written by Ray into a trial's directory on each failure
+NONFINITE_MARKER = "nonfinite_loss.txt"
 
 
 class SearchInterrupted(HpaTuneError):
@@ -53,19 +53,26 @@ def watch_ctrl_c() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def raise_if_deterministic_failure(trial_dir: str | Path) -> None:
-    """Fail a retried trial at once if its previous attempt ended with a non-finite loss.
+@contextmanager
+def fail_fast_on_retry(trial_dir: str | Path) -> Iterator[None]:
+    """Run a trial attempt; a retry of one whose loss became non-finite fails again at once.
+
+    The first attempt leaves a marker in the trial's directory on the node when it raises
+    ``NonFiniteLossError``; an attempt that finds the marker raises the same error before
+    training. (A retry on another node does not see it and diverges again, which is slower but
+    ends the same way.)
 
     Raises:
-        NonFiniteLossError: with the reason of the previous attempt.
+        NonFiniteLossError: now, if a previous attempt ended with it; or from the block.
     """
     from hpa_tune.engine import NonFiniteLossError  # torch: only where trials train
 
-    error_file = Path(trial_dir) / RAY_ERROR_FILE
-    if not error_file.is_file():
-        return
-    for line in reversed(error_file.read_text(errors="replace").splitlines()):
-        _, found, reason = line.partition(f"{NonFiniteLossError.__name__}: ")
-        epoch = reason.strip().rpartition(" ")[2]
-        if found and epoch.isdigit():
-            raise NonFiniteLossError(int(epoch))
+    marker = Path(trial_dir) / NONFINITE_MARKER
+    if marker.is_file():
+        raise NonFiniteLossError(int(marker.read_text()))
+    try:
+        yield
+    except NonFiniteLossError as err:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(err.epoch))
+        raise

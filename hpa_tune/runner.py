@@ -29,7 +29,7 @@ from hpa_tune.experiment import (
     write_best,
     write_run,
 )
-from hpa_tune.faults import SearchInterrupted, raise_if_deterministic_failure, watch_ctrl_c
+from hpa_tune.faults import SearchInterrupted, fail_fast_on_retry, watch_ctrl_c
 from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
 from hpa_tune.ray_session import record_local_session
 from hpa_tune.search_space import (
@@ -125,19 +125,19 @@ def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, th
     params, constants = split_trial_config(spec, config)
     cfg = resolve_config(spec, params, constants)
     torch.set_num_threads(threads)
-    # A retry of a trial whose loss became non-finite fails again at once, not after an epoch.
-    raise_if_deterministic_failure(tune.get_context().get_trial_dir())
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train_trial(cfg, data, report)
-        return
-    with checkpoint.as_directory() as restore_dir:
-        train_trial(cfg, data, report, restore_dir=restore_dir)
+    # A retry of a trial whose loss became non-finite fails again at once, not after an epoch.
+    with fail_fast_on_retry(tune.get_context().get_trial_dir()):
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            train_trial(cfg, data, report)
+            return
+        with checkpoint.as_directory() as restore_dir:
+            train_trial(cfg, data, report, restore_dir=restore_dir)
 
 
 def _init_ray() -> None:
