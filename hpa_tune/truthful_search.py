@@ -5,7 +5,8 @@ Ray's stock searcher (ray 2.x) has three blind spots this thin subclass fixes:
 - ``on_trial_result`` is skipped for the result on which the scheduler stops a trial, so the last
   epoch never reaches the study: here every epoch's metric is reported as an intermediate value
   at ``step=epoch`` (the epoch, not Ray's ``training_iteration``, so a trial restored from a
-  checkpoint reports the same steps);
+  checkpoint reports the same steps; an epoch trained again keeps its latest score, as
+  ``history.csv`` does);
 - ``on_trial_complete`` tells COMPLETE with the last score for a trial ASHA stopped: here such a
   trial is PRUNED, one that reached ``max_epochs`` is COMPLETE with its best epoch's value, an
   errored one FAIL (``study.trial_outcome``);
@@ -79,11 +80,15 @@ class TruthfulOptunaSearch(OptunaSearch):
         if value is None or epoch is None:
             return
         frozen = self._frozen(ot_trial)
-        if frozen.state.is_finished() or int(epoch) in frozen.intermediate_values:
-            return  # told before a resume, or the duplicate of a last result
-        if not math.isfinite(float(value)):
-            return  # Optuna rejects non-finite intermediate values
-        ot_trial.report(float(value), int(epoch))
+        if frozen.state.is_finished() or not math.isfinite(float(value)):
+            return  # told before a resume; Optuna rejects non-finite intermediate values
+        value, step = float(value), int(epoch)
+        if step not in frozen.intermediate_values:
+            ot_trial.report(value, step)
+        elif frozen.intermediate_values[step] != value:
+            # An epoch trained again after a restore from an earlier checkpoint: its new score is
+            # the one the trial's model and history.csv have (Trial.report refuses a repeat).
+            self._study._storage.set_trial_intermediate_value(ot_trial._trial_id, step, value)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

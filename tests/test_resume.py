@@ -147,6 +147,11 @@ def test_resume_after_the_driver_was_killed_finishes_the_search_without_rerunnin
     assert {t.user_attrs["trial_id"]: t.state for t in study.trials} == {
         tid: fate[status] for tid, status in summary["status"].items()
     }
+    for trial in study.trials:  # and every epoch's score as history.csv has it
+        epochs = history[history["trial_id"] == trial.user_attrs["trial_id"]]
+        assert trial.intermediate_values == pytest.approx(
+            dict(zip(epochs["epoch"], epochs["val_macro_f1"], strict=True))
+        )
     for tid in finished:  # kept as they were: not one more epoch trained or reported
         assert _result_rows(exp_dir / f"trial_{tid}") == rows_at_kill.get(tid, []), tid
     for tid, last_epoch in running.items():  # continued from their checkpoint, not epoch 1

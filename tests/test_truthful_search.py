@@ -99,6 +99,14 @@ def test_restored_searcher_adopts_a_trial_asked_after_its_snapshot_and_tells_not
     assert [t.user_attrs["trial_id"] for t in study.trials] == ["a", "c"]
 
 
+def test_an_epoch_trained_again_after_a_restore_keeps_its_latest_score(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    for epoch, score in ((1, 0.1), (2, 0.2), (2, 0.25), (3, 0.3)):  # restored after epoch 1
+        searcher.on_trial_result("a", {"epoch": epoch, "val_macro_f1": score})
+    assert _by_ray_id(tmp_path)["a"].intermediate_values == {1: 0.1, 2: 0.25, 3: 0.3}
+
+
 def test_finish_running_tells_trials_a_time_budget_stopped(tmp_path):
     searcher = _searcher(tmp_path)
     searcher.suggest("a")
