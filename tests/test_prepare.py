@@ -244,7 +244,7 @@ def test_tiny_data_with_an_empty_val_split_is_a_clear_error(tmp_path):
 
 def test_val_emptied_by_a_rejected_image_is_a_clear_error_and_keeps_the_old_output(tmp_path):
     raw = tmp_path / "raw"
-    images = write_kaggle_dir(raw, 8, size=64)
+    images = write_kaggle_dir(raw, 16, size=64)
     opts = PrepareOptions(sizes=(32,), workers=1, expected_size=64, val_fraction=0.1)
     assert prepare(raw, tmp_path / "out", opts).manifest.splits["val"] == 1
     val_id = load_split(tmp_path / "out", "val", 32).ids[0]

@@ -72,9 +72,24 @@ class _Task:
     files: dict[str, Path]
 
 
-def _decode_task(task: _Task, sizes: tuple[int, ...], expected_size: int) -> DecodedSample | str:
+# A decoded sample and, for train samples, per size its per-channel (sum, sum of squares) as a
+# (2, C) int64 array: the moments are computed by the decoding worker, not the single writer.
+_Decoded = tuple[DecodedSample, dict[int, np.ndarray]]
+
+
+def channel_sums(image: np.ndarray) -> np.ndarray:
+    """Per-channel sum and sum of squares of a (C, S, S) uint8 image, exact, as (2, C) int64."""
+    x = image.reshape(image.shape[0], -1).astype(np.int64)
+    return np.stack([x.sum(axis=1), np.einsum("ij,ij->i", x, x)])
+
+
+def _decode_task(task: _Task, sizes: tuple[int, ...], expected_size: int) -> _Decoded | str:
     try:
-        return decode_sample(task.files, sizes, expected_size)
+        sample = decode_sample(task.files, sizes, expected_size)
+        sums = (
+            {s: channel_sums(im) for s, im in sample.images.items()} if task.split == TRAIN else {}
+        )
+        return sample, sums
     except SampleError as err:
         return str(err)
     except Exception as err:  # one bad sample never costs the others, whatever it raises
@@ -108,13 +123,11 @@ def _tasks_for(
 
 def _decode_chunk(
     tasks: list[_Task], sizes: tuple[int, ...], expected_size: int
-) -> list[DecodedSample | str]:
+) -> list[_Decoded | str]:
     return [_decode_task(t, sizes, expected_size) for t in tasks]
 
 
-def _decoded(
-    tasks: list[_Task], options: PrepareOptions
-) -> Iterator[tuple[_Task, DecodedSample | str]]:
+def _decoded(tasks: list[_Task], options: PrepareOptions) -> Iterator[tuple[_Task, _Decoded | str]]:
     """Decode ``tasks`` on worker processes, yielding results in task order.
 
     Back-pressure: at most ``_CHUNKS_IN_FLIGHT`` chunks per worker are submitted ahead of the
@@ -127,7 +140,7 @@ def _decoded(
         return
     chunks = iter([tasks[i : i + _CHUNK] for i in range(0, len(tasks), _CHUNK)])
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[list[_Task], Future[list[DecodedSample | str]]]] = deque(
+        pending: deque[tuple[list[_Task], Future[list[_Decoded | str]]]] = deque(
             (chunk, pool.submit(fn, chunk)) for chunk in islice(chunks, workers * _CHUNKS_IN_FLIGHT)
         )
         while pending:
@@ -139,23 +152,21 @@ def _decoded(
 
 
 class _ChannelMoments:
-    """Running per-channel sums for the train split's mean/std."""
+    """Running exact per-channel pixel sums (0..255) for the train split's mean/std."""
 
     def __init__(self) -> None:
         self.n = 0
-        self.s = np.zeros(len(CHANNELS))
-        self.s2 = np.zeros(len(CHANNELS))
+        self.sums = np.zeros((2, len(CHANNELS)), dtype=np.int64)
 
-    def add(self, image: np.ndarray) -> None:
-        x = image.reshape(len(CHANNELS), -1).astype(np.float64) / 255.0
-        self.n += x.shape[1]
-        self.s += x.sum(axis=1)
-        self.s2 += np.square(x).sum(axis=1)
+    def add(self, pixels_per_channel: int, sums: np.ndarray) -> None:
+        self.n += pixels_per_channel
+        self.sums += sums
 
     def stats(self) -> dict[str, list[float]]:
+        """Mean and std per channel on the 0..1 scale (std at least 1e-3)."""
         n = max(self.n, 1)
-        mean = self.s / n
-        std = np.sqrt(np.maximum(self.s2 / n - mean**2, 0.0))
+        mean = self.sums[0] / (n * 255.0)
+        std = np.sqrt(np.maximum(self.sums[1] / (n * 255.0**2) - mean**2, 0.0))
         return {"mean": mean.tolist(), "std": np.maximum(std, 1e-3).tolist()}
 
 
@@ -271,16 +282,17 @@ def _write_shards(
         if isinstance(result, str):
             rejected.append(Rejection(task.id, result))
         else:
-            resized += result.resized
+            sample, sums = result
+            resized += sample.resized
             y = np.zeros(NUM_CLASSES, dtype=np.uint8)
             y[list(task.labels)] = 1
-            for size, image in result.images.items():
+            for size, image in sample.images.items():
                 key = (task.split, size)
                 if key not in writers:
                     writers[key] = ShardWriter(out_dir, task.split, size, options.shard_bytes)
                 writers[key].add(task.id, image, y)
-                if task.split == TRAIN:
-                    moments[size].add(image)
+                if size in sums:
+                    moments[size].add(size * size, sums[size])
             kept_labels.append(y)
             kept_splits.append(task.split)
         if progress:
