@@ -86,6 +86,14 @@ def test_a_file_prepare_did_not_write_inside_a_size_dir_is_refused_and_kept(prep
     assert (out / "size_32" / "theirs.parquet").read_bytes() == b"not ours"
 
 
+def test_a_symlinked_out_is_replaced_where_it_points_and_stays_a_link(prepared, tmp_path):
+    raw, out = prepared
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    prepare(raw, link, PrepareOptions(sizes=(48,), workers=1, expected_size=64))
+    assert link.is_symlink() and ShardManifest.load(out).sizes == [48]
+
+
 def test_out_that_is_a_file_is_a_one_line_error(prepared, tmp_path):
     raw, _ = prepared
     (tmp_path / "afile").write_text("x")

@@ -224,7 +224,9 @@ def prepare(
     tasks = _tasks_for(rows, splits, raw_dir / "train", rejected)
     tasks += _tasks_for(test_rows, np.full(len(test_rows), TEST), raw_dir / "test", rejected)
 
-    staged = staging_dir(out_dir)
+    # A symlinked --out is replaced where it points; the link itself stays.
+    target = out_dir.resolve() if out_dir.is_symlink() else out_dir
+    staged = staging_dir(target)
     try:
         manifest = _write_shards(staged, tasks, rejected, options, progress)
         if options.strict and rejected:
@@ -233,7 +235,7 @@ def prepare(
         manifest.source = str(raw_dir.resolve())
         manifest.test_ids = [r.id for r in test_rows]
         manifest.save(staged)
-        swap_in(staged, out_dir)
+        swap_in(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return PrepareResult(manifest, rejected, out_dir)
