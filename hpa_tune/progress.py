@@ -19,7 +19,9 @@ from rich.text import Text
 
 from hpa_tune.summary import ERROR, ended_status
 
-RUNNING, PENDING = "running", "pending"
+# A trial Tune created but could not place yet: it waits for a node with its resources, on a
+# cluster with an autoscaler often one that is being added.
+RUNNING, PENDING = "running", "waiting for resources"
 
 
 @dataclass
@@ -50,6 +52,12 @@ class SearchState:
     def finished(self) -> int:
         return sum(t.status not in (RUNNING, PENDING) for t in self.trials.values())
 
+    def counts(self) -> str:
+        """``N running`` and, when there are any, ``M waiting for resources``."""
+        running = sum(t.status == RUNNING for t in self.trials.values())
+        waiting = sum(t.status == PENDING for t in self.trials.values())
+        return f"{running} running" + (f", {waiting} {PENDING}" if waiting else "")
+
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
@@ -66,8 +74,7 @@ def render(state: SearchState, param_names: list[str], max_rows: int = 20) -> Gr
     head.add_row(
         ProgressBar(total=state.num_samples, completed=state.finished(), width=30),
         Text(
-            f"trials {state.finished()}/{state.num_samples} done, "
-            f"{sum(t.status == RUNNING for t in state.trials.values())} running, "
+            f"trials {state.finished()}/{state.num_samples} done, {state.counts()}, "
             f"elapsed {elapsed:.0f}s, best val macro F1 {best_text}"
         ),
     )
@@ -111,6 +118,14 @@ class LiveProgress(Callback):
             self.live = Live(console=console, refresh_per_second=2, transient=False)
             self.live.start()
         self.live.update(render(self.state, self.param_names))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Show trials Tune created but has not placed yet as waiting for resources."""
+        new = [t for t in trials if t.status == "PENDING" and t.trial_id not in self.state.trials]
+        for trial in new:
+            self._trial(trial)  # created as PENDING
+        if new:
+            self._refresh()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._trial(trial).status = RUNNING

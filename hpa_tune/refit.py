@@ -95,6 +95,7 @@ def refit(
     data: TrialData | None = None,
     log: Any = print,
     progress: Progress | None = None,
+    node_id: str | None = None,
 ) -> RefitResult:
     """Replay the winner of ``exp_dir``, retrain it, tune thresholds on val and score the holdout.
 
@@ -103,6 +104,7 @@ def refit(
         data: the train/val data if already in memory (``hpa-tune run`` passes its own).
         log: where progress lines go.
         progress: called as ``progress(epochs_done, max_epochs)`` after each epoch (a bar).
+        node_id: the Ray node this runs on (``remote_refit``), kept in ``model_info.json``.
 
     Returns:
         The refit directory and its metrics (also written to ``refit/metrics.json``).
@@ -158,6 +160,7 @@ def refit(
         "std": std,
         "class_names": list(names),
         "train_positives": [int(c) for c in data.train_positives],
+        "node_id": node_id,
     }
     _write_refit(out, cfg, model, ev, metrics, history, info)
     val_split = data.split(cfg.image_size, VAL)  # the order ev.val was predicted in

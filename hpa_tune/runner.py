@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpa_tune.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.config import TrialConfig
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import (
@@ -122,36 +123,36 @@ def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, th
     """The Ray Tune function trainable: resolve the config, then hand over to ``train_trial``."""
     from ray import tune
 
+    from hpa_tune.ray_cluster import assigned_device, current_node_id
+
     params, constants = split_trial_config(spec, config)
     cfg = resolve_config(spec, params, constants)
     torch.set_num_threads(threads)
 
+    device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
+    node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     # A retry of a trial whose loss became non-finite fails again at once, not after an epoch.
     with fail_fast_on_retry(tune.get_context().get_trial_dir()):
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            train_trial(cfg, data, report)
+            train_trial(cfg, data, report, device=device)
             return
         with checkpoint.as_directory() as restore_dir:
-            train_trial(cfg, data, report, restore_dir=restore_dir)
+            train_trial(cfg, data, report, restore_dir=restore_dir, device=device)
 
 
 def _init_ray() -> None:
-    """Join ``$RAY_ADDRESS`` (a cluster) or start a local Ray; trial logs stay in Ray's log files."""
-    import ray
+    """Join ``$RAY_ADDRESS`` (a cluster, with its auth token) or start a local Ray."""
+    from hpa_tune.ray_cluster import init_ray
 
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if init_ray():  # a local Ray of our own (not a cluster we joined)
+        import ray
+
         record_local_session(ray.get_runtime_context())  # ended by a later command if we die
 
 
@@ -164,26 +165,16 @@ def _quiet_tune() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
-    """GPUs per trial: ``auto`` is 1 on a cluster with GPUs and 0 without; numbers are kept.
+def _trial_resources(rec: RunRecord) -> TrialResources:
+    """Resources per trial, checked against the nodes up now and those the autoscaler can add."""
+    from hpa_tune.ray_cluster import autoscaler_node_types, live_node_resources
 
-    Raises:
-        HpaTuneError: GPUs were requested but the cluster has none (trials would wait forever).
-    """
-    if requested == "auto":
-        return 1.0 if cluster_gpus >= 1 else 0.0
-    gpus = float(requested)
-    if gpus > 0 and cluster_gpus < gpus:
-        raise HpaTuneError(
-            f"gpus_per_trial is {gpus:g} but the Ray cluster has {cluster_gpus:g} GPU(s); "
-            "use --gpus-per-trial 0 (or auto) to run on CPUs"
-        )
-    return gpus
-
-
-def resolve_cpus(requested: float, cluster_cpus: float) -> float:
-    """CPUs per trial, capped at the cluster's CPUs (a trial asking for more would wait forever)."""
-    return min(requested, cluster_cpus) if cluster_cpus > 0 else requested
+    resources = resolve_trial_resources(
+        rec.cpus_per_trial, rec.gpus_per_trial, live_node_resources(), autoscaler_node_types()
+    )
+    for note in resources.notes:
+        logging.getLogger(__name__).warning(note)
+    return resources
 
 
 def _scheduler(plan: RunPlan) -> Any:
@@ -227,7 +218,6 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
 
     ``live`` shows the updating trial table; otherwise nothing is printed while trials run.
     """
-    import ray
     from ray import tune
 
     _quiet_tune()
@@ -238,16 +228,8 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
         )
     _init_ray()
     rec = plan.record
-    cluster = ray.cluster_resources()
-    gpus = resolve_gpus(rec.gpus_per_trial, cluster.get("GPU", 0.0))
-    cpus = resolve_cpus(rec.cpus_per_trial, cluster.get("CPU", 0.0))
-    if cpus < rec.cpus_per_trial:
-        logging.getLogger(__name__).warning(
-            "cpus_per_trial %g > the cluster's %g CPUs: using %g",
-            rec.cpus_per_trial,
-            cluster["CPU"],
-            cpus,
-        )
+    resources = _trial_resources(rec)
+    cpus, gpus = resources.cpus, resources.gpus
     # Written once resources are known: run.json records what trials actually got (space.yaml
     # keeps what was asked, e.g. "auto").
     write_run(plan.exp_dir, replace(rec, cpus_per_trial=cpus, gpus_per_trial=gpus), plan.spec)

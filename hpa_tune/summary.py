@@ -48,7 +48,8 @@ def summary_frame(
     """The trial table, best trial first.
 
     Columns: trial_id, arch, one ``param:<name>`` column per sampled parameter, epochs, status,
-    the last epoch's train/val F1 and loss, ``best_<metric>`` and the epoch it was reached.
+    the last epoch's train/val F1 and loss, ``best_<metric>`` and the epoch it was reached,
+    ``node_id`` (the Ray node it ran on).
     """
     rows = []
     for rec in records:
@@ -68,6 +69,7 @@ def summary_frame(
         row["best_epoch"] = rec.history[best_idx]["epoch"] if best_idx is not None else None
         row["trainable_params"] = last.get("trainable_params")
         row["time_total_s"] = last.get("time_total_s")
+        row["node_id"] = last.get("node_id")  # the Ray node of its last epoch
         row["error"] = (rec.error or "").splitlines()[-1] if rec.error else ""
         row["checkpoint"] = rec.path
         rows.append(row)

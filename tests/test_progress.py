@@ -46,3 +46,16 @@ def test_only_the_most_recent_trials_are_listed():
         state.trials[f"t{i:02d}"] = TrialState(f"t{i:02d}", {}, "completed", 1, 0.1, 0.1)
     text = text_of(render(state, [], max_rows=5))
     assert "t29" in text and "t25" in text and "t24" not in text
+
+
+def test_trials_not_yet_placed_show_as_waiting_for_resources():
+    state = search_state()
+    state.trials["d4"] = TrialState("d4", {"arch": "resnet18"})  # created, not started
+    text = text_of(render(state, ["arch", "lr"]))
+    assert "1 running, 1 waiting for resources" in text.splitlines()[0]
+    d4 = next(line for line in text.splitlines() if line.startswith("d4"))
+    assert d4.endswith("waiting for resources")
+
+
+def test_the_overall_line_does_not_mention_waiting_when_nothing_waits():
+    assert "waiting" not in text_of(render(search_state(), ["arch"])).splitlines()[0]

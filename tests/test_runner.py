@@ -10,8 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
-from hpa_tune.errors import HpaTuneError
-from hpa_tune.runner import resolve_cpus, resolve_gpus
 
 pytestmark = pytest.mark.ray
 
@@ -135,17 +133,3 @@ def test_refit_command_reruns_from_the_experiment_directory(searched_experiment)
     # Progress: a bar over the refit's epochs, and a line per epoch.
     assert "refit epochs" in result.output
     assert result.output.count("refit epoch ") == after["epochs"]
-
-
-def test_gpus_auto_uses_a_gpu_only_where_the_cluster_has_one():
-    assert resolve_gpus("auto", 0.0) == 0.0
-    assert resolve_gpus("auto", 8.0) == 1.0
-    assert resolve_gpus(0.5, 1.0) == 0.5
-    with pytest.raises(HpaTuneError, match="has 0 GPU"):
-        resolve_gpus(1, 0.0)
-
-
-def test_cpus_per_trial_is_capped_at_the_cluster_so_trials_can_start():
-    assert resolve_cpus(4, 2.0) == 2.0
-    assert resolve_cpus(1, 16.0) == 1.0
-    assert resolve_cpus(0.5, 2.0) == 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,17 +155,22 @@ def _results_and_refit(plan: Any, data: Any, records: list[Any], no_refit: bool)
         f"params {best.params}"
     )
     if not no_refit:
-        _refit_and_print(plan.exp_dir, data, all_trials=plan.spec.score_all_trials)
+        _refit_and_print(plan.exp_dir, all_trials=plan.spec.score_all_trials, on_ray=True)
     click.echo(f"experiment: {plan.exp_dir}")
 
 
-def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) -> None:
+def _refit_and_print(exp_dir: Path, all_trials: bool = False, on_ray: bool = False) -> None:
+    """Refit here, or ``on_ray`` as a Ray task with the trials' resources (a GPU worker on a cluster)."""
     from hpa_tune.evaluation import score_trials
     from hpa_tune.refit import refit as run_refit
+    from hpa_tune.remote_refit import refit_on_ray
 
     bar, update = progress_bar("refit epochs")
     with bar:
-        result = run_refit(exp_dir, data, log=click.echo, progress=update)
+        if on_ray:
+            result = refit_on_ray(exp_dir, log=click.echo, progress=update, all_trials=all_trials)
+        else:
+            result = run_refit(exp_dir, log=click.echo, progress=update)
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
     click.echo(
@@ -173,8 +179,8 @@ def _refit_and_print(exp_dir: Path, data: Any = None, all_trials: bool = False) 
         f"trivial: all-positive {trivial['all_positive']:.4f}, class-prior {trivial['class_prior']:.4f}"
     )
     click.echo(f"refit model, thresholds and metrics: {result.refit_dir}")
-    if all_trials:
-        score_trials(exp_dir, data, log=click.echo)
+    if all_trials and not on_ray:  # on Ray, the refit task scored them
+        score_trials(exp_dir, log=click.echo)
 
 
 @click.command()
@@ -212,5 +218,8 @@ def refit(experiment_dir: Path, all_trials: bool) -> None:
 
     Example: hpa-tune refit results/densenet_space-20261125-101500
     """
-    _refit_and_print(experiment_dir, all_trials=all_trials)
+    # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.
+    _refit_and_print(
+        experiment_dir, all_trials=all_trials, on_ray=bool(os.environ.get("RAY_ADDRESS"))
+    )
     click.echo(f"experiment: {experiment_dir}")
