@@ -84,13 +84,44 @@ def init_ray() -> bool:
 
         os.environ[AUTH_MODE] = mode
         Config.initialize("")  # Ray caches its config at import; re-read RAY_AUTH_MODE
+    if _is_gcs_address(address):
+        _check_join(address, token)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
+        raise HpaTuneError(_join_error(address, exc, token)) from None
+
+
+def _is_gcs_address(address: str) -> bool:
+    """``host:port`` of a GCS (not ``auto``/``local``, which Ray resolves, nor ``ray://``)."""
+    return "://" not in address and ":" in address
+
+
+def _join_error(address: str, exc: BaseException, token: str | None) -> str:
+    # Ray's first sentence ("... InvalidAuthToken: Authentication token is missing or incorrect"),
+    # not its paragraph of advice.
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    return f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}); " + _missing_token_hint(
+        address, token
+    )
+
+
+def _check_join(address: str, token: str | None) -> None:
+    """One GCS request before ``ray.init``: a refused token fails in milliseconds here, where
+    ``ray.init`` would retry for about a minute before saying no more than "failed to connect".
+    """
+    import ray
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    try:
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError as exc:
+        raise HpaTuneError(_join_error(address, exc, token)) from None
+    except Exception as exc:  # unreachable: GcsClient gave up after its own timeout
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise HpaTuneError(
-            f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}); "
-            + _missing_token_hint(address, token)
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({first}); is the head up "
+            "(`ray start --head`) and the address its GCS address (host:port)?"
         ) from None
 
 

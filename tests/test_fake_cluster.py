@@ -24,6 +24,7 @@ from tests.conftest import SEARCH_SPACE
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 LOCAL_YAML = Path(__file__).resolve().parents[1] / "cluster" / "local.yaml"
+SPACES = LOCAL_YAML.parents[1] / "search_spaces"
 HEAD_NODE_ID = "f" * 51 + "00000"  # what Ray's fake provider calls the head
 
 
@@ -62,12 +63,13 @@ def _stop_head(head: subprocess.Popen, temp_dir: str) -> None:
             pass
 
 
-@pytest.fixture
-def fake_cluster(tmp_path: Path):
+@pytest.fixture(scope="module")
+def fake_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A head (1 CPU, no GPU) started with Ray's own command from cluster/local.yaml, on private
     ports and a private temp dir, token authentication on; yields (address, driver env)."""
     import ray
 
+    tmp_path = tmp_path_factory.mktemp("fake-cluster")
     temp_dir = tempfile.mkdtemp(prefix="hpa-fc-", dir="/tmp")  # short: Ray's socket paths
     ip = ray._private.services.get_node_ip_address()
     port = _free_port()
@@ -166,3 +168,27 @@ def test_gpu_trials_make_the_autoscaler_add_gpu_nodes_and_run_there_with_the_ref
     assert json.loads((exp / "run.json").read_text())["gpus_per_trial"] == 1
     # A logical GPU without CUDA: the refit trained on the CPU and said so, once.
     assert run.stdout.count("no CUDA; training on the CPU") == 1
+
+
+def test_joining_without_the_token_says_in_one_line_what_is_missing(
+    fake_cluster, sample_shards, tmp_path
+):
+    _, env = fake_cluster
+    home = tmp_path / "home"  # no ~/.ray/auth_token here
+    home.mkdir()
+    env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(home)}
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "hpa_tune.cli", "run", str(SPACES / "demo_space.yaml")),
+            *("--data", str(sample_shards), "--storage", str(tmp_path), "--set", "image_size=32"),
+            *("--num-samples", "1", "--max-epochs", "1", "--no-refit", "--quiet"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 2
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: RAY_ADDRESS=") and "no Ray auth token found" in last
+    assert "ray get-auth-token" in last
