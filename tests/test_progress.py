@@ -59,3 +59,23 @@ def test_trials_not_yet_placed_show_as_waiting_for_resources():
 
 def test_the_overall_line_does_not_mention_waiting_when_nothing_waits():
     assert "waiting" not in text_of(render(search_state(), ["arch"])).splitlines()[0]
+
+
+def test_the_live_view_picks_up_trials_tune_has_created_but_not_placed(monkeypatch):
+    from types import SimpleNamespace
+
+    from hpa_tune.progress import PENDING, LiveProgress
+
+    live = LiveProgress(num_samples=4, max_epochs=2, param_names=["lr"])
+    refreshes: list[int] = []
+    monkeypatch.setattr(live, "_refresh", lambda: refreshes.append(1))
+    trials = [
+        SimpleNamespace(trial_id="a", status="PENDING", config={"lr": 0.1}),
+        SimpleNamespace(trial_id="b", status="RUNNING", config={"lr": 0.2}),
+    ]
+    live.on_step_begin(0, trials)
+    live.on_step_begin(1, trials)  # nothing new: no redraw
+    assert live.state.trials["a"].status == PENDING and "b" not in live.state.trials
+    assert len(refreshes) == 1
+    live.on_trial_start(2, trials, trials[0])
+    assert live.state.trials["a"].status == RUNNING
