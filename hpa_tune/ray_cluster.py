@@ -90,6 +90,7 @@ def init_ray() -> bool:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
         raise HpaTuneError(_join_error(address, exc, token)) from None
+    return False
 
 
 def _is_gcs_address(address: str) -> bool:
