@@ -26,9 +26,9 @@ OPTS = PrepareOptions(sizes=(32,), workers=1, expected_size=64)
 
 @pytest.fixture
 def prepared(tmp_path: Path) -> tuple[Path, Path]:
-    """A raw directory (30 samples at 64 px, 4 test) and a first, complete output of it."""
+    """A raw directory (20 samples at 64 px, 4 test) and a first, complete output of it."""
     raw = tmp_path / "raw"
-    write_kaggle_dir(raw, 30, size=64, n_test=4)
+    write_kaggle_dir(raw, 20, size=64, n_test=4)
     prepare(raw, tmp_path / "out", OPTS)
     return raw, tmp_path / "out"
 

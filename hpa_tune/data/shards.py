@@ -33,9 +33,10 @@ DEFAULT_SHARD_BYTES = 256 * 2**20
 # trial's first epoch spends on reading shards (BENCHMARKS.md, section 1.3).
 COMPRESSION = "lz4"
 # A row group is what the writer holds in memory before writing (and what a reader decodes at
-# once): at most this many rows and, for large images, about this many bytes.
-ROW_GROUP_ROWS = 1024
-ROW_GROUP_BYTES = 32 * 2**20
+# once): at most this many rows and, for large images, about this many bytes. Small enough that
+# prepare's peak memory stops growing after a few hundred samples (BENCHMARKS.md, prepare).
+ROW_GROUP_ROWS = 256
+ROW_GROUP_BYTES = 8 * 2**20
 
 
 def shard_schema(size: int) -> pa.Schema:
