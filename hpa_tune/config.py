@@ -47,6 +47,14 @@ class TrialConfig(BaseModel):
     warmup_epochs: int = Field(0, ge=0)
     max_epochs: int = Field(10, ge=1)
     seed: int = 0
+    # execution: how fast, not what is computed (equal results within bf16 tolerance)
+    fast_path: Literal["auto", "on", "off"] = Field(
+        "auto", description="GPU fast path (hpa_tune.fast_path); auto: on with CUDA"
+    )
+    compile: bool = Field(False, description="torch.compile the model (fast path only)")
+    device_data_share: float = Field(
+        0.25, ge=0, le=1, description="share of the trial's GPU memory the uint8 arrays may use"
+    )
 
     @model_validator(mode="after")
     def _check_names(self) -> TrialConfig:

@@ -85,8 +85,11 @@ class PassResult:
     last_lr: float = 0.0
 
 
-def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, amp: bool | None) -> torch.autocast | nullcontext[None]:
+    """bf16 autocast when ``amp`` (``None``: on CUDA only), else full precision."""
+    if amp is None:
+        amp = device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 class _PassCollector:
@@ -134,10 +137,12 @@ def train_one_epoch(
     cfg: TrialConfig,
     epoch: int,
     steps_per_epoch: int,
+    amp: bool | None = None,
 ) -> PassResult:
     """One epoch of training; F1 of the epoch's own predictions is accumulated over every sample.
 
-    ``epoch`` counts from 0.
+    ``epoch`` counts from 0. ``amp``: bf16 autocast (``None``: on CUDA only; the fast path sets
+    it, see ``fast_path``).
 
     Raises:
         NonFiniteLossError: a batch's loss was NaN or infinite (named with the 1-based epoch).
@@ -150,7 +155,7 @@ def train_one_epoch(
         lr = lr_at(epoch + step / max(steps_per_epoch, 1), cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with _autocast(device):
+        with _autocast(device, amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -168,13 +173,14 @@ def predict(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module | None = None,
+    amp: bool | None = None,
 ) -> PassResult:
     """Probabilities over a whole split (eval mode), with loss and whole-set / batch-averaged F1."""
     model.eval()
     device = next(model.parameters()).device
     collected = _PassCollector()
     for x, y in batches:
-        with _autocast(device):
+        with _autocast(device, amp):
             logits = model(x).float()
         collected.add(loss_fn(logits, y).item() if loss_fn is not None else 0.0, logits, y)
     return collected.result()

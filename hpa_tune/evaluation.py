@@ -16,10 +16,11 @@ import pandas as pd
 import torch
 
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
+from hpa_tune.data.loader import SplitArrays, load_split
 from hpa_tune.data.splits import HOLDOUT, VAL
-from hpa_tune.engine import PassResult, predict
+from hpa_tune.engine import PassResult
 from hpa_tune.experiment import SUMMARY_FILE, TRIAL_SCORES_FILE, read_run
+from hpa_tune.fast_path import predict_split
 from hpa_tune.metrics import per_class_f1
 from hpa_tune.thresholds import ClassThresholds
 from hpa_tune.trainable import (
@@ -30,7 +31,6 @@ from hpa_tune.trainable import (
     build_model,
     default_device,
     load_trial_data,
-    make_loader,
 )
 
 
@@ -74,15 +74,12 @@ def evaluate(
     """Predict val (unless given) and holdout, and fit per-class thresholds on val."""
     device = next(model.parameters()).device
     loss_fn = build_loss(cfg, data).to(device)
+    stats = data.channel_stats[cfg.image_size]
     if val is None:
-        val = predict(model, make_loader(cfg, data, VAL, False, device), loss_fn)
-    mean, std = data.channel_stats[cfg.image_size]
-    batches = BatchLoader(
-        holdout, cfg.batch_size, channels=cfg.channels, mean=mean, std=std, device=device
-    )
+        val = predict_split(model, cfg, data.split(cfg.image_size, VAL), stats, loss_fn)
     return Evaluation(
         val=val,
-        holdout=predict(model, batches, loss_fn),
+        holdout=predict_split(model, cfg, holdout, stats, loss_fn),
         holdout_ids=holdout.ids,
         thresholds=ClassThresholds().fit(val.targets, val.probs),
     )

@@ -20,13 +20,13 @@ import numpy as np
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
-from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
+from hpa_tune.data.loader import SplitArrays, load_split
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
-from hpa_tune.engine import predict
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import REFIT_DIR
+from hpa_tune.fast_path import predict_split
 from hpa_tune.refit import INFO_FILE, THRESHOLDS_FILE
 from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE
@@ -125,17 +125,8 @@ def predict_submission(model_path: Path, data: Path, out: Path, workers: int = 0
     model, cfg = load_checkpoint_model(model_dir)
     info = json.loads((model_dir / INFO_FILE).read_text())
     thresholds = np.asarray(json.loads((model_dir / THRESHOLDS_FILE).read_text())["thresholds"])
-    device = next(model.parameters()).device
     arrays, unreadable = load_test_arrays(data, cfg.image_size, workers)
-    batches = BatchLoader(
-        arrays,
-        cfg.batch_size,
-        channels=cfg.channels,
-        mean=info["mean"],
-        std=info["std"],
-        device=device,
-    )
-    probs = predict(model, batches).probs
+    probs = predict_split(model, cfg, arrays, (info["mean"], info["std"])).probs
     labels = at_least_one_label(probs, thresholds)
     fallback = int(np.argmax(info["train_positives"]))
     bad = set(unreadable)

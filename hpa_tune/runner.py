@@ -31,6 +31,7 @@ from hpa_tune.experiment import (
     write_run,
 )
 from hpa_tune.faults import SearchInterrupted, fail_fast_on_retry, watch_ctrl_c
+from hpa_tune.gpu_memory import check_search_packing
 from hpa_tune.optuna_study import finish_running, journal_path, journal_storage, load_study
 from hpa_tune.ray_session import record_local_session
 from hpa_tune.search_space import (
@@ -119,7 +120,9 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
     return RunPlan(spec, record, Path(options.storage).resolve() / name, max_concurrent)
 
 
-def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, threads: int) -> None:
+def _tune_trainable(
+    config: dict[str, Any], spec: SpaceSpec, data: TrialData, threads: int, gpus: float = 1.0
+) -> None:
     """The Ray Tune function trainable: resolve the config, then hand over to ``train_trial``."""
     from ray import tune
 
@@ -140,10 +143,12 @@ def _tune_trainable(config: dict[str, Any], spec: SpaceSpec, data: TrialData, th
     with fail_fast_on_retry(tune.get_context().get_trial_dir()):
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            train_trial(cfg, data, report, device=device)
+            train_trial(cfg, data, report, device=device, gpu_fraction=gpus)
             return
         with checkpoint.as_directory() as restore_dir:
-            train_trial(cfg, data, report, restore_dir=restore_dir, device=device)
+            train_trial(
+                cfg, data, report, restore_dir=restore_dir, device=device, gpu_fraction=gpus
+            )
 
 
 def _init_ray() -> None:
@@ -226,8 +231,9 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
             f"{plan.exp_dir} already holds a search; continue it with `hpa-tune resume "
             f"{plan.exp_dir}` or choose another --name"
         )
-    _init_ray()
     rec = plan.record
+    check_search_packing(plan.spec, rec.constants, rec.seed, rec.gpus_per_trial, data)
+    _init_ray()
     resources = _trial_resources(rec)
     cpus, gpus = resources.cpus, resources.gpus
     # Written once resources are known: run.json records what trials actually got (space.yaml
@@ -284,7 +290,9 @@ def tune_trainable(plan: RunPlan, data: TrialData, cpus: float, gpus: float) -> 
 
     threads = max(1, int(cpus))
     return tune.with_resources(
-        tune.with_parameters(_tune_trainable, spec=plan.spec, data=data, threads=threads),
+        tune.with_parameters(
+            _tune_trainable, spec=plan.spec, data=data, threads=threads, gpus=gpus
+        ),
         {"cpu": cpus, "gpu": gpus},
     )
 

@@ -24,6 +24,7 @@ from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
 from hpa_tune.engine import PassResult, build_optimizer, predict, train_one_epoch
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.fast_path import prepare_model, resolve_fast_path, trial_loaders
 from hpa_tune.losses import class_weights, create_loss
 from hpa_tune.models import count_trainable_parameters, create_model
 
@@ -144,11 +145,17 @@ def run_epochs(
     *,
     restore_dir: str | None = None,
     device: torch.device | None = None,
+    gpu_fraction: float = 1.0,
 ) -> Iterator[EpochOutcome]:
-    """Train ``cfg`` for ``max_epochs`` (resuming after the epoch saved in ``restore_dir``)."""
+    """Train ``cfg`` for ``max_epochs`` (resuming after the epoch saved in ``restore_dir``).
+
+    ``gpu_fraction``: the trial's share of its GPU (packed trials), which bounds the device
+    memory its data may take on the fast path (``hpa_tune.fast_path``).
+    """
     device = device or default_device()
+    fast = resolve_fast_path(cfg, device, gpu_fraction)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = prepare_model(build_model(cfg).to(device), fast)
     optimizer = build_optimizer(model, cfg)
     loss_fn = build_loss(cfg, data).to(device)
     first_epoch, best = 1, -np.inf
@@ -158,15 +165,21 @@ def run_epochs(
         optimizer.load_state_dict(state["optimizer"])
         first_epoch, best = int(state["epoch"]) + 1, float(state["best_val_macro_f1"])
         torch.set_rng_state(state["torch_rng"].cpu())  # dropout masks continue as if never stopped
-    train_batches = make_loader(cfg, data, TRAIN, True, device)
-    val_batches = make_loader(cfg, data, VAL, False, device)
+    train_batches, val_batches = trial_loaders(
+        cfg,
+        data.split(cfg.image_size, TRAIN),
+        data.split(cfg.image_size, VAL),
+        data.channel_stats[cfg.image_size],
+        device,
+        fast,
+    )
     trainable = count_trainable_parameters(model)
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         train_batches.set_epoch(epoch)
         train = train_one_epoch(
-            model, train_batches, loss_fn, optimizer, cfg, epoch - 1, len(train_batches)
+            model, train_batches, loss_fn, optimizer, cfg, epoch - 1, len(train_batches), fast.amp
         )
-        val = predict(model, val_batches, loss_fn)
+        val = predict(model, val_batches, loss_fn, fast.amp)
         best = max(best, val.macro_f1)
         metrics = {**epoch_metrics(epoch, train, val, trainable), "best_val_macro_f1": best}
         yield EpochOutcome(epoch, metrics, train, val, model, optimizer)
@@ -193,12 +206,16 @@ def train_trial(
     restore_dir: str | None = None,
     checkpoint: bool = True,
     device: torch.device | None = None,
+    gpu_fraction: float = 1.0,
 ) -> None:
     """Train one configuration, calling ``report(metrics, checkpoint_dir)`` after every epoch.
 
     ``checkpoint_dir`` is a temporary directory that exists only during the call.
     """
-    for outcome in run_epochs(cfg, data, restore_dir=restore_dir, device=device):
+    epochs = run_epochs(
+        cfg, data, restore_dir=restore_dir, device=device, gpu_fraction=gpu_fraction
+    )
+    for outcome in epochs:
         if not checkpoint:
             report(outcome.metrics, None)
             continue
