@@ -13,7 +13,6 @@ from hpa_tune.cli import main
 
 pytestmark = pytest.mark.ray
 
-
 def test_last_line_names_the_experiment_directory(searched_experiment):
     exp_dir, output = searched_experiment
     assert output.strip().splitlines()[-1] == f"experiment: {exp_dir}"
@@ -46,9 +45,7 @@ def test_summary_has_every_trial_and_asha_stopped_some(searched_experiment):
         assert summary[col].notna().all(), col
 
 
-def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(
-    searched_experiment,
-):
+def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(searched_experiment):
     exp_dir, _ = searched_experiment
     trial_dirs = sorted(exp_dir.glob("trial_*"))
     assert len(trial_dirs) == 6
@@ -106,9 +103,7 @@ def _read_submission(path):
 
 
 @pytest.mark.parametrize("source", ["shards", "raw"])
-def test_predict_writes_a_valid_kaggle_submission(
-    searched_experiment, sample_shards, tmp_path, source
-):
+def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_shards, tmp_path, source):
     exp_dir, _ = searched_experiment
     data = sample_shards if source == "shards" else sample_shards.parent / "raw"
     out = tmp_path / "submission.csv"
