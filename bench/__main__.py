@@ -1,0 +1,163 @@
+"""``python -m bench``: the project's benchmark, one entry point.
+
+    python -m bench --quick                 # CPU-sized, under 15 minutes on 2 cores
+    python -m bench --full                  # more trials/seeds; GPU sections at every size
+    python -m bench --quick --json out.json # every figure (key tune_overhead_s_per_trial, ...)
+
+Sections: (1) Ray Tune overhead per trial, (2) search efficiency of ASHA+TPE / ASHA+random /
+full-budget random on the built-in sample, (3) GPU throughput plain vs fast path and packed
+trials, (4) a real Ray Tune search on a GPU. (3) and (4) are skipped, with a line saying so,
+without CUDA. The tables (with machine, date, versions and the command) replace the part of
+BENCHMARKS.md between its ``bench:begin``/``bench:end`` markers (``--no-markdown`` to leave it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import gpu_bench, search_efficiency, tune_overhead
+from bench._machine import describe, machine_info
+from bench.report_md import update_benchmarks
+
+SECTIONS = ("overhead", "search", "gpu")
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="CPU-sized (default)")
+    size.add_argument("--full", action="store_true", help="more trials, seeds and sizes")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    parser.add_argument("--seeds", type=int, help="search-efficiency seeds (quick 3, full 5)")
+    parser.add_argument(
+        "--strategies",
+        default=",".join(search_efficiency.STRATEGIES),
+        help="search strategies to compare",
+    )
+    parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--no-markdown", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _init_ray() -> None:
+    import ray
+
+    # address="local": always a Ray of our own, never another process's cluster on this machine.
+    ray.init(
+        address="local",
+        num_cpus=min(os.cpu_count() or 2, 16),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+
+
+def _search_plan_factory(full: bool) -> Any:
+    from hpa_tune.data.builtin import ensure_builtin_sample
+    from hpa_tune.runner import RunOptions, load_run_data, plan_run
+
+    shards = ensure_builtin_sample()
+    overrides: dict[str, Any] = {"image_size": 64} if full else {"image_size": 32}
+    if not full:
+        overrides["arch"] = "baseline_cnn"  # CPU-sized: ResNet-18 epochs would not fit 15 min
+    space = Path("search_spaces/demo_space.yaml")
+    samples, epochs = (16, 8) if full else (8, 4)
+
+    def make_plan(seed: int) -> Any:
+        options = RunOptions(
+            space_path=space,
+            num_samples=samples,
+            max_epochs=epochs,
+            seed=seed,
+            overrides=overrides,
+            live=False,
+        )
+        return plan_run(options, shards, builtin_sample=True)
+
+    data = load_run_data(make_plan(0))
+    setup = {
+        "space": str(space),
+        "overrides": overrides,
+        "num_samples": samples,
+        "max_epochs": epochs,
+    }
+    return make_plan, data, setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    full = bool(args.full)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(
+            f"--sections: unknown {sorted(unknown)}; valid: {', '.join(SECTIONS)}", file=sys.stderr
+        )
+        return 2
+    os.environ.setdefault("HPA_TUNE_OFFLINE", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    info = machine_info()
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print(describe(info))
+    figures: dict[str, Any] = {
+        "machine": info,
+        "command": command,
+        "mode": "full" if full else "quick",
+    }
+    storage = Path(tempfile.mkdtemp(prefix="hpa-bench-"))
+    started = time.perf_counter()
+    if {"overhead", "search"} & set(sections):
+        _init_ray()
+    if "overhead" in sections:
+        trials, sleep = (40, 1.0) if full else (20, 0.5)
+        print(f"(1) Ray Tune overhead: {trials} trials sleeping {sleep:g} s each")
+        runs = []
+        for reuse in (True, False):  # True first: what hpa-tune run uses
+            runs.append(tune_overhead.measure_tune_overhead(trials, sleep, storage, reuse))
+            print(
+                f"  reuse_actors={reuse}: {runs[-1]['tune_overhead_s_per_trial']:.2f} s/trial, "
+                f"median gap {runs[-1]['median_gap_between_trials_s']:.2f} s"
+            )
+        figures["tune_overhead"] = runs
+        figures["tune_overhead_s_per_trial"] = runs[0]["tune_overhead_s_per_trial"]
+    if "search" in sections:
+        make_plan, data, setup = _search_plan_factory(full)
+        seeds = list(range(args.seeds or (5 if full else 3)))
+        strategies = [s for s in args.strategies.split(",") if s]
+        print(f"(2) search efficiency: {strategies} x seeds {seeds}")
+        result = search_efficiency.measure_search_efficiency(
+            make_plan, data, seeds, strategies, storage, max_concurrent=2
+        )
+        figures["search_efficiency"] = {**result, "setup": setup, "seeds": seeds}
+    if "gpu" in sections:
+        print("(3) GPU throughput, plain vs fast path; packed trials")
+        figures["gpu_throughput"] = gpu_bench.measure_throughput(full)
+        figures["gpu_packed"] = gpu_bench.measure_packed(60.0 if full else 20.0)
+        print("(4) a Ray Tune search on a GPU")
+        figures["gpu_search"] = gpu_bench.measure_gpu_search(storage, 8 if full else 4, 3)
+        for key in ("gpu_throughput", "gpu_packed", "gpu_search"):
+            if "skipped" in figures[key]:
+                print(f"  {key}: {figures[key]['skipped']}")
+    figures["bench_wall_s"] = time.perf_counter() - started
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+        print(f"figures: {args.json}")
+    if not args.no_markdown:
+        update_benchmarks(args.markdown, figures)
+        print(f"tables: {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
