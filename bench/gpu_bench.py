@@ -43,7 +43,8 @@ def _split(n: int, size: int, seed: int = 0) -> Any:
 class _BusySampler:
     """The GPU's utilisation (NVML, via ``torch.cuda.utilization``) sampled every 50 ms."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -56,49 +57,69 @@ class _BusySampler:
                 return
 
     def __enter__(self) -> _BusySampler:
-        self._thread.start()
+        if self.enabled:
+            self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self.enabled:
+            self._thread.join()
 
     def share(self) -> float | None:
         return sum(self.samples) / (100 * len(self.samples)) if self.samples else None
 
 
-def measure_arch(arch: str, size: int, fast: bool, batch: int, n: int) -> dict[str, Any]:
-    """Train and inference images/s of one architecture on one path (the second epoch is timed)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_arch(
+    arch: str, size: int, fast: bool, batch: int, n: int, device: str = "cuda"
+) -> dict[str, Any]:
+    """Train and inference images/s of one architecture on one path (the second epoch is timed).
+
+    ``device="cpu"`` runs the same code without the CUDA-only figures (a smoke test of the bench).
+    """
     from hpa_tune.config import TrialConfig
     from hpa_tune.engine import build_optimizer, predict, train_one_epoch
     from hpa_tune.fast_path import prepare_model, resolve_fast_path, trial_loaders
+    from hpa_tune.gpu_memory import CUDA_CONTEXT_BYTES, estimate_trial_peak
     from hpa_tune.losses import create_loss
     from hpa_tune.trainable import build_model
 
-    device = torch.device("cuda")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
     cfg = TrialConfig(
         arch=arch, image_size=size, batch_size=batch, fast_path="on" if fast else "off"
     )
-    fp = resolve_fast_path(cfg, device)
+    fp = resolve_fast_path(cfg, dev)
     split = _split(n, size)
     stats = ([0.1] * 4, [0.2] * 4)
-    train, val = trial_loaders(cfg, split, split, stats, device, fp)
-    model = prepare_model(build_model(cfg).to(device), fp)
-    loss_fn = create_loss("bce", torch.ones(28)).to(device)
+    train, val = trial_loaders(cfg, split, split, stats, dev, fp)
+    model = prepare_model(build_model(cfg).to(dev), fp)
+    loss_fn = create_loss("bce", torch.ones(28)).to(dev)
     optimizer = build_optimizer(model, cfg)
     amp = fp.amp if fast else False  # the plain path is measured in fp32
     train_one_epoch(model, train, loss_fn, optimizer, cfg, 0, len(train), amp)  # warm-up
-    torch.cuda.synchronize()
-    with _BusySampler() as busy:
+    _sync(dev)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with _BusySampler(cuda) as busy:
         start = time.perf_counter()
         train_one_epoch(model, train, loss_fn, optimizer, cfg, 1, len(train), amp)
-        torch.cuda.synchronize()
+        _sync(dev)
         train_s = time.perf_counter() - start
+    peak_allocated = torch.cuda.max_memory_allocated() if cuda else 0
+    resident = sum(t.numel() * t.element_size() for t in _resident_tensors(train, val))
+    # The estimate without the CUDA context, which the allocator's figure does not include.
+    estimate = estimate_trial_peak(cfg, resident, amp=bool(amp)).peak - CUDA_CONTEXT_BYTES
     predict(model, val, loss_fn, amp)
-    torch.cuda.synchronize()
+    _sync(dev)
     start = time.perf_counter()
     predict(model, val, loss_fn, amp)
-    torch.cuda.synchronize()
+    _sync(dev)
     infer_s = time.perf_counter() - start
     return {
         "arch": arch,
@@ -108,7 +129,19 @@ def measure_arch(arch: str, size: int, fast: bool, batch: int, n: int) -> dict[s
         "train_images_per_s": n / train_s,
         "infer_images_per_s": n / infer_s,
         "gpu_busy_share": busy.share(),
+        "peak_allocated_gib": peak_allocated / 2**30,
+        "estimated_peak_gib": estimate / 2**30,
     }
+
+
+def _resident_tensors(*loaders: Any) -> list[torch.Tensor]:
+    """The device-resident arrays of fast-path loaders (none for the others)."""
+    return [
+        t
+        for loader in loaders
+        for t in (getattr(loader, "images", None), getattr(loader, "labels", None))
+        if isinstance(t, torch.Tensor)
+    ]
 
 
 def measure_throughput(full: bool) -> dict[str, Any]:
@@ -212,8 +245,8 @@ def markdown_throughput(result: dict[str, Any]) -> str:
         f"GPU: {result['gpu']}",
         "",
         "| model | px | train img/s fp32 plain | train img/s fast | ratio | infer img/s fp32 plain "
-        "| infer img/s fast | ratio | GPU busy plain / fast |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| infer img/s fast | ratio | GPU busy plain / fast | peak GiB fast: measured / estimated |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for arch, size in dict.fromkeys((r["arch"], r["size"]) for r in result["rows"]):
         p, f = by[arch, size, "plain_fp32"], by[arch, size, "fast"]
@@ -224,7 +257,8 @@ def markdown_throughput(result: dict[str, Any]) -> str:
             f"| {arch} | {size} | {p['train_images_per_s']:,.0f} | {f['train_images_per_s']:,.0f} | "
             f"{f['train_images_per_s'] / p['train_images_per_s']:.2f}x | "
             f"{p['infer_images_per_s']:,.0f} | {f['infer_images_per_s']:,.0f} | "
-            f"{f['infer_images_per_s'] / p['infer_images_per_s']:.2f}x | {busy} |"
+            f"{f['infer_images_per_s'] / p['infer_images_per_s']:.2f}x | {busy} | "
+            f"{f['peak_allocated_gib']:.1f} / {f['estimated_peak_gib']:.1f} |"
         )
     return "\n".join(lines)
 

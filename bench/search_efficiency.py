@@ -1,7 +1,9 @@
 """Search efficiency: trial-epochs and wall time each strategy needs to reach the same quality.
 
 A strategy is a scheduler (ASHA as configured in the space, or FIFO: every trial runs its full
-budget) and a sampler inside Ray's OptunaSearch (TPE as configured in the space, or random).
+budget) and a searcher: TPE (as configured in the space) inside ``hpa-tune run``'s
+``TruthfulOptunaSearch`` (Optuna told every epoch and PRUNED/COMPLETE truthfully) or inside Ray's
+stock ``OptunaSearch``, or random sampling.
 Every strategy searches the same space on the same data with the same seeds. The driver records
 each reported epoch as it arrives (a Tune callback), so the searches can be replayed in time order.
 
@@ -31,13 +33,19 @@ class Strategy:
 
     name: str
     scheduler: str  # "asha" | "fifo"
-    sampler: str  # "tpe" | "random"
+    sampler: str  # "tpe" | "tpe_truthful" | "random"
     description: str
 
 
 STRATEGIES = {
     s.name: s
     for s in (
+        Strategy(
+            "asha_tpe_truthful",
+            "asha",
+            "tpe_truthful",
+            "ASHA + TPE, truthful Optuna states (hpa-tune run)",
+        ),
         Strategy("asha_tpe", "asha", "tpe", "ASHA + TPE, Ray's stock OptunaSearch states"),
         Strategy("asha_random", "asha", "random", "ASHA + random sampling"),
         Strategy("random_full", "fifo", "random", "random search, every trial its full budget"),
@@ -67,18 +75,23 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = plan.spec.sampler
     sampler: optuna.samplers.BaseSampler
-    if strategy.sampler == "tpe":
+    if strategy.sampler.startswith("tpe"):
         sampler = optuna.samplers.TPESampler(
             seed=plan.record.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
         )
     else:
         sampler = optuna.samplers.RandomSampler(seed=plan.record.seed)
-    return OptunaSearch(
-        space=define_by_run(plan.spec, plan.record.constants),
-        metric=plan.spec.metric,
-        mode=plan.spec.mode,
-        sampler=sampler,
-    )
+    common = {
+        "space": define_by_run(plan.spec, plan.record.constants),
+        "metric": plan.spec.metric,
+        "mode": plan.spec.mode,
+        "sampler": sampler,
+    }
+    if strategy.sampler == "tpe_truthful":
+        from hpa_tune.truthful_search import TruthfulOptunaSearch
+
+        return TruthfulOptunaSearch(max_epochs=plan.record.max_epochs, **common)
+    return OptunaSearch(**common)
 
 
 def _scheduler(strategy: Strategy, plan: Any) -> Any:

@@ -97,7 +97,7 @@ def trial_loaders(
     device: torch.device,
     fast: FastPath,
 ) -> tuple[Loader, Loader]:
-    """Train (shuffled, augmented when configured) and val loaders for one trial."""
+    """Train (shuffled, augmented when configured; no last batch of one) and val loaders."""
     mean, std = stats
     common: dict[str, Any] = {
         "channels": cfg.channels,
@@ -118,7 +118,8 @@ def trial_loaders(
         else PinnedPrefetchLoader
     )
     eval_batch = cfg.batch_size * EVAL_BATCH_FACTOR
-    return kind(train, cfg.batch_size, **train_kw), kind(val, eval_batch, **common)
+    train_batches = kind(train, cfg.batch_size, drop_single_last=True, **train_kw)
+    return train_batches, kind(val, eval_batch, **common)
 
 
 def eval_loader(

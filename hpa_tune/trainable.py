@@ -165,14 +165,18 @@ def run_epochs(
         optimizer.load_state_dict(state["optimizer"])
         first_epoch, best = int(state["epoch"]) + 1, float(state["best_val_macro_f1"])
         torch.set_rng_state(state["torch_rng"].cpu())  # dropout masks continue as if never stopped
-    train_batches, val_batches = trial_loaders(
-        cfg,
-        data.split(cfg.image_size, TRAIN),
-        data.split(cfg.image_size, VAL),
-        data.channel_stats[cfg.image_size],
-        device,
-        fast,
-    )
+    if fast.enabled:
+        train_batches, val_batches = trial_loaders(
+            cfg,
+            data.split(cfg.image_size, TRAIN),
+            data.split(cfg.image_size, VAL),
+            data.channel_stats[cfg.image_size],
+            device,
+            fast,
+        )
+    else:
+        train_batches = make_loader(cfg, data, TRAIN, True, device)
+        val_batches = make_loader(cfg, data, VAL, False, device)
     trainable = count_trainable_parameters(model)
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         train_batches.set_epoch(epoch)

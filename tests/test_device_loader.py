@@ -17,6 +17,11 @@ from hpa_tune.data.device_loader import (
 from hpa_tune.data.loader import BatchLoader, SplitArrays, _dihedral, _symmetry
 
 FAST_LOADERS = [DeviceArrayLoader, PinnedPrefetchLoader]
+# CUDA cases run only where a GPU is present (a GPU session: pytest tests/test_device_loader.py).
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+]
 MEAN, STD = [0.1, 0.2, 0.3, 0.4], [0.5, 0.25, 0.2, 0.1]
 
 
@@ -36,23 +41,27 @@ def indexed_split(n: int = NUM_CLASSES, size: int = 6) -> SplitArrays:
     return SplitArrays(np.arange(n).astype(str).astype(object), images, labels)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", FAST_LOADERS)
 @pytest.mark.parametrize("channels", ["rgb", "rgby"])
-def test_fast_loader_batches_equal_the_plain_loaders_bit_for_bit(kind, channels):
+def test_fast_loader_batches_equal_the_plain_loaders_bit_for_bit(kind, channels, device):
     data = random_split()
     plain = BatchLoader(data, 5, channels=channels, mean=MEAN, std=STD)
-    fast = kind(data, 5, channels=channels, mean=MEAN, std=STD)
+    fast = kind(data, 5, channels=channels, mean=MEAN, std=STD, device=device)
     assert len(fast) == len(plain) == 5
     for (xf, yf), (xp, yp) in zip(fast, plain, strict=True):
-        assert torch.equal(xf, xp)
-        assert torch.equal(yf, yp)
+        assert xf.device.type == device
+        assert torch.equal(xf.cpu(), xp)
+        assert torch.equal(yf.cpu(), yp)
         assert xf.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", FAST_LOADERS)
-def test_every_sample_is_seen_once_per_epoch_with_shuffling_and_augmentation(kind):
+def test_every_sample_is_seen_once_per_epoch_with_shuffling_and_augmentation(kind, device):
     data = indexed_split()
-    loader = kind(data, 5, channels="rgb", mean=MEAN, std=STD, shuffle=True, augment=True, seed=3)
+    kw = {"mean": MEAN, "std": STD, "shuffle": True, "augment": True, "seed": 3, "device": device}
+    loader = kind(data, 5, channels="rgb", **kw)
     orders = []
     for epoch in (1, 2):
         loader.set_epoch(epoch)
@@ -81,10 +90,12 @@ def test_both_fast_loaders_serve_the_same_augmented_epoch():
         assert torch.equal(yd, yp)
 
 
-def test_on_device_augmentation_equals_the_host_augmentation_for_the_same_codes():
+@pytest.mark.parametrize("device", DEVICES)
+def test_on_device_augmentation_equals_the_host_augmentation_for_the_same_codes(device):
     x = torch.randint(0, 256, (24, 3, 9, 9), dtype=torch.uint8)
     codes = torch.arange(24) % 8
-    assert torch.equal(dihedral_on_device(x, codes), _dihedral(x, codes))
+    on_device = dihedral_on_device(x.to(device), codes.to(device))
+    assert torch.equal(on_device.cpu(), _dihedral(x, codes))
     for code in range(8):
         same = torch.full((3,), code)
         assert torch.equal(dihedral_on_device(x[:3], same), _symmetry(x[:3], code))
@@ -126,3 +137,12 @@ def test_device_loader_reports_the_bytes_it_keeps_resident():
     loader = DeviceArrayLoader(data, 4, channels="rgb")
     held = loader.images.numel() + loader.labels.numel() * 4
     assert held == DeviceArrayLoader.nbytes(data, "rgb")
+
+
+@pytest.mark.parametrize("kind", FAST_LOADERS)
+def test_training_leaves_out_a_last_batch_of_one_sample(kind):
+    data = random_split(n=11)
+    dropping = kind(data, 5, channels="rgb", shuffle=True, drop_single_last=True)
+    assert len(dropping) == 2
+    assert [len(y) for _, y in dropping] == [5, 5]
+    assert [len(y) for _, y in kind(data, 5, channels="rgb")] == [5, 5, 1]

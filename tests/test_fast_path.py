@@ -25,6 +25,10 @@ from hpa_tune.fast_path import (
 from hpa_tune.trainable import build_loss, build_model, run_epochs
 
 CPU = torch.device("cpu")
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +74,21 @@ def test_trial_loaders_pick_device_arrays_or_pinned_buffers_by_the_rule(trial_da
     assert isinstance(train, BatchLoader)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["baseline_cnn", "resnet18"])
-def test_fast_path_loss_equals_the_plain_path_within_bf16_tolerance(arch, trial_data):
+def test_fast_path_loss_equals_the_plain_path_within_bf16_tolerance(arch, device, trial_data):
     cfg = TrialConfig(arch=arch, image_size=32, batch_size=32, channels="rgb", fast_path="on")
+    dev = torch.device(device)
     split = trial_data.split(32, TRAIN)
-    stats = trial_data.channel_stats[32]
+    mean, std = trial_data.channel_stats[32]
     torch.manual_seed(0)
-    plain_model = build_model(cfg)
-    fast_model = prepare_model(copy.deepcopy(plain_model), resolve_fast_path(cfg, CPU))
+    plain_model = build_model(cfg).to(dev)
+    fast_model = prepare_model(copy.deepcopy(plain_model), resolve_fast_path(cfg, dev))
     assert fast_model.state_dict().keys() == plain_model.state_dict().keys()
-    loss_fn = build_loss(cfg, trial_data)
-    plain_batch = [next(iter(BatchLoader(split, 32, channels="rgb", mean=stats[0], std=stats[1])))]
-    fast_batch = [
-        next(iter(DeviceArrayLoader(split, 32, channels="rgb", mean=stats[0], std=stats[1])))
-    ]
+    loss_fn = build_loss(cfg, trial_data).to(dev)
+    kw = {"channels": "rgb", "mean": mean, "std": std, "device": dev}
+    plain_batch = [next(iter(BatchLoader(split, 32, **kw)))]
+    fast_batch = [next(iter(DeviceArrayLoader(split, 32, **kw)))]
     assert torch.equal(plain_batch[0][0], fast_batch[0][0])
 
     plain = train_one_epoch(
@@ -118,3 +123,16 @@ def test_a_trial_on_the_fast_path_trains_and_its_checkpoint_loads_into_a_plain_m
         build_loss(cfg, trial_data),
     )
     assert again.loss == pytest.approx(fast_val.loss, rel=3e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_on_cuda_auto_trains_on_the_fast_path_with_data_on_the_gpu(trial_data):
+    cfg = TrialConfig(image_size=32, batch_size=32, channels="rgb", max_epochs=1, augment=True)
+    cuda = torch.device("cuda")
+    fast = resolve_fast_path(cfg, cuda)
+    assert fast.enabled and fast.amp and not fast.compile
+    args = (trial_data.split(32, TRAIN), trial_data.split(32, VAL), trial_data.channel_stats[32])
+    train, _ = trial_loaders(cfg, *args, cuda, fast)
+    assert isinstance(train, DeviceArrayLoader) and train.images.is_cuda
+    (outcome,) = run_epochs(cfg, trial_data, device=cuda)
+    assert np.isfinite(outcome.metrics["val_loss"])

@@ -99,12 +99,16 @@ class _FastLoaderBase:
         augment: bool = False,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        drop_single_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(data) == 0:
             raise ValueError("a loader over an empty split has no batches")
         self.data, self.batch_size = data, batch_size
+        # Training leaves out a last batch of one sample: BatchNorm cannot normalise it.
+        single_last = drop_single_last and len(data) % batch_size == 1 and len(data) > 1
+        self._n_used = len(data) - 1 if single_last else len(data)
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
         self.device = torch.device(device)
         self.channel_idx = channel_indices(channels)
@@ -116,12 +120,14 @@ class _FastLoaderBase:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
+        return (self._n_used + self.batch_size - 1) // self.batch_size
 
     def _plan(self) -> tuple[np.ndarray, np.ndarray | None]:
-        return epoch_plan(
+        """The epoch's plan, cut to the samples served (see ``drop_single_last``)."""
+        order, codes = epoch_plan(
             len(self.data), self.batch_size, self.seed, self.epoch, self.shuffle, self.augment
         )
+        return order[: self._n_used], None if codes is None else codes[: self._n_used]
 
     def _host_rows(self, idx: np.ndarray | slice) -> np.ndarray:
         """The selected channels of rows ``idx`` as a contiguous uint8 array (any array-like)."""
@@ -134,7 +140,8 @@ class _FastLoaderBase:
 class DeviceArrayLoader(_FastLoaderBase):
     """A split resident on the device; batches gathered, turned and normalised there.
 
-    Same arguments as ``BatchLoader``. The upload happens once, at construction.
+    Same arguments as ``BatchLoader`` (with ``drop_single_last``: leave out a last batch of one
+    sample). The upload happens once, at construction.
     """
 
     def __init__(self, data: SplitArrays, batch_size: int, **kwargs) -> None:
