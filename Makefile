@@ -24,6 +24,7 @@ lint: install-dev
 	$(BIN)/mypy
 
 bench: install-dev
+	$(BIN)/python -m bench --quick --json bench/out/bench.json
 	$(BIN)/python bench/bench_loader.py
 	$(BIN)/python bench/bench_models.py
 

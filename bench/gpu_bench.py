@@ -27,7 +27,10 @@ ARCHS_FULL = [
     *[(a, s) for s in (224, 512) for a in ("resnet18", "densenet121", "densenet161")],
 ]
 PACKED = [1, 2, 4, 8]
-NO_GPU = "not measured: no CUDA device on this machine (needs a GPU session)"
+NO_GPU = (
+    "not yet measured: needs a GPU session (no CUDA device on this machine). Command: "
+    "`python -m bench --full --sections gpu --json bench/out/gpu.json`"
+)
 
 
 def _split(n: int, size: int, seed: int = 0) -> Any:

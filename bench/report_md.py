@@ -9,6 +9,8 @@ from bench import gpu_bench, search_efficiency, tune_overhead
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 NOT_RUN = "*not run in this invocation (see `--sections`)*"
+GPU_COMMAND = "python -m bench --full --sections gpu --json bench/out/gpu.json"
+GPU_NOT_RUN = f"*not yet measured: needs a GPU session.* Command: `{GPU_COMMAND}`"
 
 
 def _machine(figures: dict[str, Any]) -> str:
@@ -68,15 +70,19 @@ def render(figures: dict[str, Any]) -> str:
         "",
         gpu_bench.markdown_throughput(figures["gpu_throughput"])
         if "gpu_throughput" in figures
-        else NOT_RUN,
+        else GPU_NOT_RUN,
         "",
         "Packed 64 px trials (baseline_cnn, fast path) on one GPU:",
         "",
-        gpu_bench.markdown_packed(figures["gpu_packed"]) if "gpu_packed" in figures else NOT_RUN,
+        gpu_bench.markdown_packed(figures["gpu_packed"])
+        if "gpu_packed" in figures
+        else GPU_NOT_RUN,
         "",
         "### 5.4 A real Ray Tune search on a GPU (densenet space, 224 px, built-in-style sample)",
         "",
-        gpu_bench.markdown_search(figures["gpu_search"]) if "gpu_search" in figures else NOT_RUN,
+        gpu_bench.markdown_search(figures["gpu_search"])
+        if "gpu_search" in figures
+        else GPU_NOT_RUN,
     ]
     return "\n".join(parts)
 
