@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
+from hpa_tune.cluster_resources import NodeType, resolve_trial_resources
 from hpa_tune.config import TrialConfig
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.gpu_memory import (
@@ -21,7 +22,6 @@ from hpa_tune.gpu_memory import (
     trials_per_gpu,
 )
 from hpa_tune.models import create_model
-from hpa_tune.runner import resolve_gpus
 from tests.conftest import SEARCH_SPACE
 
 
@@ -91,8 +91,11 @@ def test_a_packing_that_fits_passes_and_whole_gpus_are_not_checked():
 
 
 def test_fractional_gpus_per_trial_are_accepted_and_pack_the_expected_number():
-    assert resolve_gpus(0.5, 1.0) == 0.5
-    assert resolve_gpus(0.25, 1.0) == 0.25
+    one_gpu_node = [{"CPU": 8.0, "GPU": 1.0}]
+    for gpus in (0.5, 0.25):
+        assert resolve_trial_resources(2, gpus, one_gpu_node, None).gpus == gpus
+        launchable = [NodeType("gpu", {"CPU": 8.0, "GPU": 1.0})]
+        assert resolve_trial_resources(2, gpus, [{"CPU": 2.0}], launchable).gpus == gpus
     assert [trials_per_gpu(g) for g in (1.0, 0.5, 0.25, 0.125, 0.3)] == [1, 2, 4, 8, 3]
 
 
