@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _commit() -> str:
+    """The checked-out commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
+        return head + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def _init_ray() -> None:
     import ray
 
@@ -71,7 +84,7 @@ def _search_plan_factory(full: bool) -> Any:
     if not full:
         overrides["arch"] = "baseline_cnn"  # CPU-sized: ResNet-18 epochs would not fit 15 min
     space = Path("search_spaces/demo_space.yaml")
-    samples, epochs = (16, 8) if full else (8, 4)
+    samples, epochs = (16, 8) if full else (6, 3)
 
     def make_plan(seed: int) -> Any:
         options = RunOptions(

@@ -21,11 +21,13 @@ def _machine(figures: dict[str, Any]) -> str:
             "|---|---|",
             f"| Date (UTC) | {m['date_utc']} |",
             f"| Command | `{figures['command']}` |",
+            f"| Commit | {figures.get('commit', 'unknown')} |",
             f"| CPU | {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB |",
             f"| GPU | {m['gpu'] or 'none'} |",
             f"| Software | Python {m['python']}, torch {m['torch']}, pyarrow {m['pyarrow']}, "
             f"numpy {m['numpy']} |",
             f"| Bench wall time | {figures.get('bench_wall_s', 0):.0f} s |",
+            f"| Load average (1 min) at start | {figures.get('load_average_1m_at_start', 'n/a')} |",
         ]
     )
 
