@@ -181,7 +181,12 @@ def check_configs_fit(
     for cfg in {c.model_dump_json(): c for c in configs}.values():
         size_bytes = resident_data_bytes(cfg, data_rows.get(cfg.image_size, 0))
         on_device = cfg.fast_path != "off" and size_bytes <= cfg.device_data_share * share
-        estimates.append(estimate_trial_peak(cfg, size_bytes if on_device else 0))
+        try:
+            estimates.append(estimate_trial_peak(cfg, size_bytes if on_device else 0))
+        except Exception as err:  # a model the meta device cannot run must not block the search
+            logging.getLogger(__name__).warning(
+                "cannot estimate the GPU memory of %s at %d px: %s", cfg.arch, cfg.image_size, err
+            )
     check_packing(estimates, gpus_per_trial, gpu_bytes)
     return estimates
 
