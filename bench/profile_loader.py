@@ -32,7 +32,7 @@ from PIL import Image
 
 from hpa_tune.classes import CHANNELS
 from hpa_tune.data import loader as loader_module
-from hpa_tune.data.loader import BatchLoader, _copy_images, load_split
+from hpa_tune.data.loader import BatchLoader, copy_images, load_split
 from hpa_tune.data.shards import COMPRESSION, ShardManifest
 
 PNG_SAMPLES = 64  # the decoded 512 px planes of this many samples are held in memory
@@ -80,7 +80,7 @@ def load_stages(root: Path, size: int, n: int) -> dict[str, Callable[[], object]
         at = 0
         for table in tables:
             rows = table.num_rows
-            _copy_images(table.column("image"), images[at : at + rows].reshape(rows, -1))
+            copy_images(table.column("image"), images[at : at + rows].reshape(rows, -1))
             at += rows
         return images
 

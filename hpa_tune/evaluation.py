@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hpa_tune import storage
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import SplitArrays, load_split
+from hpa_tune.data.loader import SplitArrays
+from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, VAL
 from hpa_tune.engine import PassResult
 from hpa_tune.experiment import SUMMARY_FILE, TRIAL_SCORES_FILE, read_run
@@ -93,25 +95,38 @@ def load_checkpoint_model(checkpoint_dir: Path) -> tuple[torch.nn.Module, TrialC
     return model, cfg
 
 
+def local_checkpoint(exp_dir: Path, recorded: str) -> Path:
+    """A trial checkpoint recorded in ``summary.csv`` as a path in ``exp_dir``: the experiment
+    may have been moved, or be a staging copy of a bucket (then the checkpoint is downloaded
+    into it on first use)."""
+    marker = f"/{exp_dir.name}/"
+    if marker not in recorded or (not storage.is_remote(recorded) and Path(recorded).is_dir()):
+        return Path(recorded)
+    local = exp_dir / recorded.rsplit(marker, 1)[1]
+    if storage.is_remote(recorded) and not (local / MODEL_FILE).is_file():
+        storage.download_tree(recorded, local)
+    return local
+
+
 def score_trials(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> pd.DataFrame:
     """Score every trial's best checkpoint on the holdout (thresholds from val); writes ``trial_scores.csv``.
 
     This is what fills the study table's Test F1 columns for every trial, not only the winner.
     Data (train/val and holdout) are read once per image size, not once per trial.
     """
-    data_dir = Path(read_run(exp_dir)[0].data_dir)
+    data_dir = read_run(exp_dir)[0].data_dir
     summary = pd.read_csv(exp_dir / SUMMARY_FILE)
     holdouts: dict[int, SplitArrays] = {}
     rows = []
     for _, trial in summary.iterrows():
-        checkpoint = Path(str(trial.get("checkpoint", "")))
+        checkpoint = local_checkpoint(exp_dir, str(trial.get("checkpoint", "")))
         if not (checkpoint / MODEL_FILE).is_file():
             continue
         model, cfg = load_checkpoint_model(checkpoint)
         if data is None or cfg.image_size not in data.arrays:
             data = load_trial_data(data_dir, [cfg.image_size])
         if cfg.image_size not in holdouts:
-            holdouts[cfg.image_size] = load_split(data_dir, HOLDOUT, cfg.image_size)
+            holdouts[cfg.image_size] = cached_split(data_dir, HOLDOUT, cfg.image_size)
         ev = evaluate(model, cfg, data, holdouts[cfg.image_size])
         rows.append({"trial_id": trial["trial_id"], "checkpoint": str(checkpoint), **ev.headline()})
         log(

@@ -86,7 +86,7 @@ def absolute_location(path: str | Path) -> str:
     return text if "://" in text else str(Path(text).resolve())
 
 
-def check_storage(storage: Path) -> None:
+def check_storage(storage: str | Path) -> None:
     """Fail in one line, before any work, if experiments cannot be written under ``storage``.
 
     Raises:

@@ -35,7 +35,6 @@ from hpa_tune.config import TrialConfig
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.models import create_model
 from hpa_tune.search_space import SpaceSpec, preview_configs
-from hpa_tune.trainable import TrialData
 
 GIB = 2**30
 CUDA_CONTEXT_BYTES = GIB // 2
@@ -196,7 +195,7 @@ def check_search_packing(
     constants: dict[str, Any],
     seed: int,
     gpus_per_trial: float | str,
-    data: TrialData,
+    data_rows: dict[int, int],
 ) -> list[MemoryEstimate]:
     """``check_configs_fit`` for the configurations a search will sample (runs before Ray starts).
 
@@ -206,5 +205,4 @@ def check_search_packing(
     if gpus_per_trial == "auto":
         return []  # auto is one whole GPU per trial: nothing is packed
     configs = [cfg for _, cfg in preview_configs(spec, constants, n=24, seed=seed)]
-    rows = {size: sum(len(s) for s in splits.values()) for size, splits in data.arrays.items()}
-    return check_configs_fit(configs, float(gpus_per_trial), rows)
+    return check_configs_fit(configs, float(gpus_per_trial), data_rows)

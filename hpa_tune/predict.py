@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
-from hpa_tune.data.loader import SplitArrays, load_split
+from hpa_tune.data.loader import SplitArrays
+from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
 from hpa_tune.errors import HpaTuneError
@@ -82,15 +84,16 @@ def _raw_test_arrays(raw_dir: Path, size: int, workers: int) -> tuple[SplitArray
     return SplitArrays(ids, images, np.zeros((len(rows), NUM_CLASSES), dtype=np.uint8)), unreadable
 
 
-def _shard_test_arrays(data: Path, size: int) -> tuple[SplitArrays, list[str]]:
-    """The prepared test split, in ``sample_submission.csv`` order when the manifest keeps it;
-    Ids that ``prepare`` rejected get an empty image and are returned as unreadable."""
+def _shard_test_arrays(data: str | Path, size: int) -> tuple[SplitArrays, list[str]]:
+    """The prepared test split (through the node cache), in ``sample_submission.csv`` order when
+    the manifest keeps it; Ids that ``prepare`` rejected get an empty image and are returned as
+    unreadable."""
     manifest = ShardManifest.load(data)
     if TEST not in manifest.splits and not manifest.test_ids:
         raise HpaTuneError(
             f"{data}: no test split was prepared (prepare needs sample_submission.csv and test/)"
         )
-    arrays = load_split(data, TEST, size) if TEST in manifest.splits else None
+    arrays = cached_split(data, TEST, size) if TEST in manifest.splits else None
     if not manifest.test_ids:
         assert arrays is not None
         return arrays, []
@@ -107,11 +110,14 @@ def _shard_test_arrays(data: Path, size: int) -> tuple[SplitArrays, list[str]]:
     return SplitArrays(np.asarray(ids, dtype=object), images, labels), unreadable
 
 
-def load_test_arrays(data: Path, size: int, workers: int = 0) -> tuple[SplitArrays, list[str]]:
-    """Test images from prepared shards or a raw Kaggle directory; also the unreadable Ids."""
-    data = Path(data)
-    if (data / MANIFEST_NAME).is_file():
+def load_test_arrays(
+    data: str | Path, size: int, workers: int = 0
+) -> tuple[SplitArrays, list[str]]:
+    """Test images from prepared shards (local, ``s3://``, ``gs://``) or a raw Kaggle directory;
+    also the unreadable Ids."""
+    if storage.is_file(storage.join(data, MANIFEST_NAME)):
         return _shard_test_arrays(data, size)
+    data = Path(data)
     if (data / "sample_submission.csv").is_file() and (data / "test").is_dir():
         return _raw_test_arrays(data, size, workers or os.cpu_count() or 1)
     raise HpaTuneError(
@@ -119,7 +125,9 @@ def load_test_arrays(data: Path, size: int, workers: int = 0) -> tuple[SplitArra
     )
 
 
-def predict_submission(model_path: Path, data: Path, out: Path, workers: int = 0) -> Submission:
+def predict_submission(
+    model_path: Path, data: str | Path, out: Path, workers: int = 0
+) -> Submission:
     """Write a Kaggle submission for the test images in ``data`` using a refit model."""
     model_dir = _model_dir(Path(model_path))
     model, cfg = load_checkpoint_model(model_dir)

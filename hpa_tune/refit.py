@@ -19,7 +19,7 @@ import torch
 
 from hpa_tune.classes import class_names
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import load_split
+from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.engine import PassResult
 from hpa_tune.evaluation import Evaluation, evaluate
@@ -113,14 +113,14 @@ def refit(
     record, spec = read_run(exp_dir)
     best = read_best(exp_dir)
     cfg = replay(spec, best.params, record.constants)
-    data_dir = Path(record.data_dir)
+    data_dir = record.data_dir
     if data is None or cfg.image_size not in data.arrays:
         data = load_trial_data(data_dir, [cfg.image_size])
     log(
         f"refit: retraining trial {best.trial_id} ({cfg.arch}) for {cfg.max_epochs} epochs on the train split"
     )
     model, val, best_epoch, history = _fit_best_epoch(cfg, data, log, progress)
-    ev = evaluate(model, cfg, data, load_split(data_dir, HOLDOUT, cfg.image_size), val=val)
+    ev = evaluate(model, cfg, data, cached_split(data_dir, HOLDOUT, cfg.image_size), val=val)
 
     names = class_names()
     f1_05, f1_tuned, val_tuned = (

@@ -1,9 +1,11 @@
 """Refit (and scoring every trial) as a Ray task with the winning trial's resources.
 
 On a GPU cluster the refit then trains on a GPU worker, not on the CPU-only head that runs the
-driver. The task reads the data itself (``run.json``'s ``data_dir``, which every node mounts) and
-writes into the experiment directory as a local refit does; its log lines and epoch progress
-stream back to the driver as they happen (a Ray streaming generator).
+driver. The task reads the data itself (``run.json``'s ``data_dir``: a directory every node
+mounts, or a bucket, through its node's shard cache) and writes into the experiment as a local
+refit does (an experiment on object storage through a staging copy on the task's node, uploaded
+back); its log lines and epoch progress stream back to the driver as they happen (a Ray
+streaming generator).
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hpa_tune import storage
 from hpa_tune.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.experiment import read_run
+from hpa_tune.experiment import RUN_FILE, SPACE_FILE, absolute_location, read_run
 from hpa_tune.refit import Progress, RefitResult
+from hpa_tune.staging import local_experiment
 
 # ("log", line) | ("progress", done, total) | ("refit", RefitResult) | ("done",)
 Event = tuple[Any, ...]
 
 
 def _run_refit(
-    exp_dir: Path, all_trials: bool, threads: int, emit: Callable[[Event], None]
+    location: str, all_trials: bool, threads: int, emit: Callable[[Event], None]
 ) -> None:
     """The work of the task: refit, then optionally score every trial; reports through ``emit``."""
     import torch
@@ -42,12 +46,13 @@ def _run_refit(
     def log(line: Any) -> None:
         emit(("log", str(line)))
 
-    result = refit(
-        exp_dir, None, log=log, progress=lambda d, t: emit(("progress", d, t)), node_id=node_id
-    )
+    with local_experiment(location) as exp_dir:
+        result = refit(
+            exp_dir, None, log=log, progress=lambda d, t: emit(("progress", d, t)), node_id=node_id
+        )
+        if all_trials:
+            score_trials(exp_dir, None, log=log)
     emit(("refit", result))
-    if all_trials:
-        score_trials(exp_dir, None, log=log)
 
 
 def _gpu_ids() -> list[Any]:
@@ -62,7 +67,7 @@ def refit_events(exp_dir: str, all_trials: bool, threads: int) -> Iterator[Event
 
     def work() -> None:
         try:
-            _run_refit(Path(exp_dir), all_trials, threads, events.put)
+            _run_refit(exp_dir, all_trials, threads, events.put)
             events.put(("done",))
         except BaseException as exc:  # re-raised in the generator, so Ray hands it to the driver
             events.put(("error", exc))
@@ -88,7 +93,7 @@ def refit_resources(exp_dir: Path) -> TrialResources:
 
 
 def refit_on_ray(
-    exp_dir: Path,
+    exp_dir: str | Path,
     log: Callable[[str], Any] = print,
     progress: Progress | None = None,
     all_trials: bool = False,
@@ -103,15 +108,16 @@ def refit_on_ray(
     from hpa_tune.ray_cluster import init_ray
 
     init_ray()
-    exp_dir = Path(exp_dir).resolve()
-    res = refit_resources(exp_dir)
+    location = absolute_location(storage.location_arg(exp_dir))
+    with local_experiment(location, upload=False, only=(RUN_FILE, SPACE_FILE)) as local:
+        res = refit_resources(local)
     log(f"refit: a Ray task with {res.cpus:g} CPU and {res.gpus:g} GPU (the trials' resources)")
     task = ray.remote(refit_events).options(
         num_returns="streaming", num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0
     )
     result: RefitResult | None = None
     try:
-        stream = task.remote(str(exp_dir), all_trials, max(1, int(res.cpus)))
+        stream = task.remote(location, all_trials, max(1, int(res.cpus)))
         for ref in stream:  # type: ignore[attr-defined]  # a streaming generator, not one ref
             event = ray.get(ref)
             if event[0] == "log":

@@ -3,7 +3,9 @@
 The module that schedules trials, and so the one importing Ray (with its callbacks ``progress``
 and ``tb_callback``, its thin Ray subclasses ``truthful_search`` and ``asha_state``, and
 ``resume``, which restores what it started).
-The dataset is loaded once here and shared with every trial through the object store.
+Trials read their data themselves, through their node's shard cache (``data.node_cache``): the
+driver holds no image arrays. Results on object storage: Ray writes trials to the bucket, our
+own files go to a local staging directory that the CLI uploads (``staging``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 import optuna
 import torch
 
+from hpa_tune import storage
 from hpa_tune.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.config import TrialConfig
+from hpa_tune.data.shards import ShardManifest
+from hpa_tune.data.splits import TRAIN, VAL
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import (
     HISTORY_FILE,
@@ -44,8 +49,9 @@ from hpa_tune.search_space import (
     searched_values,
     split_trial_config,
 )
+from hpa_tune.staging import staging_dir
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
-from hpa_tune.trainable import TrialData, load_trial_data, train_trial
+from hpa_tune.trainable import load_trial_data, train_trial
 from hpa_tune.trial_errors import error_summary, trial_tracebacks_silenced
 
 
@@ -54,8 +60,8 @@ class RunOptions:
     """``hpa-tune run`` options; ``None`` means "take it from the space file"."""
 
     space_path: Path
-    data_dir: Path | None = None
-    storage: Path = Path("results")
+    data_dir: str | Path | None = None
+    storage: str | Path = "results"  # a local directory, s3://... or gs://...
     name: str | None = None
     num_samples: int | None = None
     max_epochs: int | None = None
@@ -75,11 +81,12 @@ class RunPlan:
 
     spec: SpaceSpec
     record: RunRecord
-    exp_dir: Path
+    exp_dir: Path  # local: the experiment itself, or the staging copy of ``location``
     max_concurrent: int | None
+    location: str = ""  # where the experiment lives: a local path or an s3:// / gs:// URI
 
 
-def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPlan:
+def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) -> RunPlan:
     """Resolve budget, constants and image sizes; validate sampled configurations (pure apart from reading the YAML)."""
     spec = load_space(options.space_path)
     budget = spec.demo if builtin_sample else spec.budget
@@ -98,7 +105,7 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
     name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = RunRecord(
         space_path=str(options.space_path),
-        data_dir=absolute_location(data_dir),
+        data_dir=absolute_location(storage.location_arg(data_dir)),
         builtin_sample=builtin_sample,
         constants=constants,
         num_samples=options.num_samples or budget.num_samples,
@@ -117,13 +124,19 @@ def plan_run(options: RunOptions, data_dir: Path, builtin_sample: bool) -> RunPl
         else spec.resources.max_failures,
     )
     max_concurrent = options.max_concurrent or spec.resources.max_concurrent
-    return RunPlan(spec, record, Path(options.storage).resolve() / name, max_concurrent)
+    results = storage.location_arg(options.storage)
+    if storage.is_remote(results):
+        location = storage.join(results, name)
+    else:
+        location = str(Path(results).resolve() / name)
+    return RunPlan(spec, record, staging_dir(location), max_concurrent, location)
 
 
 def _tune_trainable(
-    config: dict[str, Any], spec: SpaceSpec, data: TrialData, threads: int, gpus: float = 1.0
+    config: dict[str, Any], spec: SpaceSpec, data_uri: str, threads: int, gpus: float = 1.0
 ) -> None:
-    """The Ray Tune function trainable: resolve the config, then hand over to ``train_trial``."""
+    """The Ray Tune function trainable: resolve the config, map its data through this node's
+    shard cache (its image size, train + val), then hand over to ``train_trial``."""
     from ray import tune
 
     from hpa_tune.ray_cluster import assigned_device, current_node_id
@@ -134,6 +147,7 @@ def _tune_trainable(
 
     device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
     node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
+    data = load_trial_data(data_uri, [cfg.image_size])
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -218,8 +232,8 @@ def _searcher(plan: RunPlan) -> Any:
     )
 
 
-def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialRecord]:
-    """Run the Ray Tune search of ``plan`` on ``data``; returns one record per trial.
+def run_search(plan: RunPlan, live: bool = True) -> list[TrialRecord]:
+    """Run the Ray Tune search of ``plan``; returns one record per trial.
 
     ``live`` shows the updating trial table; otherwise nothing is printed while trials run.
     """
@@ -232,14 +246,14 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
             f"{plan.exp_dir}` or choose another --name"
         )
     rec = plan.record
-    check_search_packing(plan.spec, rec.constants, rec.seed, rec.gpus_per_trial, data)
+    check_search_packing(plan.spec, rec.constants, rec.seed, rec.gpus_per_trial, _data_rows(rec))
     _init_ray()
     resources = _trial_resources(rec)
     cpus, gpus = resources.cpus, resources.gpus
     # Written once resources are known: run.json records what trials actually got (space.yaml
     # keeps what was asked, e.g. "auto").
     write_run(plan.exp_dir, replace(rec, cpus_per_trial=cpus, gpus_per_trial=gpus), plan.spec)
-    trainable = tune_trainable(plan, data, cpus, gpus)
+    trainable = tune_trainable(plan, cpus, gpus)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -254,8 +268,7 @@ def run_search(plan: RunPlan, data: TrialData, live: bool = True) -> list[TrialR
             reuse_actors=True,  # a new worker process per trial costs seconds (BENCHMARKS.md 5.1)
         ),
         run_config=tune.RunConfig(
-            name=plan.exp_dir.name,
-            storage_path=str(plan.exp_dir.parent),
+            **_ray_storage(plan),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=plan.spec.metric,
@@ -285,17 +298,48 @@ def fit_and_collect(plan: RunPlan, tuner: Any) -> list[TrialRecord]:
     return [_record(plan, result) for result in results]
 
 
-def tune_trainable(plan: RunPlan, data: TrialData, cpus: float, gpus: float) -> Any:
-    """The trainable Tune runs (and ``resume`` supplies again): data shared, resources attached."""
+def tune_trainable(plan: RunPlan, cpus: float, gpus: float) -> Any:
+    """The trainable Tune runs (and ``resume`` supplies again): each trial loads its own data
+    (``data_uri``) through its node's shard cache; resources attached."""
     from ray import tune
 
     threads = max(1, int(cpus))
     return tune.with_resources(
         tune.with_parameters(
-            _tune_trainable, spec=plan.spec, data=data, threads=threads, gpus=gpus
+            _tune_trainable,
+            spec=plan.spec,
+            data_uri=plan.record.data_dir,
+            threads=threads,
+            gpus=gpus,
         ),
         {"cpu": cpus, "gpu": gpus},
     )
+
+
+def ray_restore_path(plan: RunPlan) -> tuple[str, Any]:
+    """What ``Tuner.restore`` takes for ``plan``'s experiment: its path and filesystem (None for
+    a local directory)."""
+    if not storage.is_remote(plan.location):
+        return str(plan.exp_dir), None
+    fs, path = storage.filesystem(plan.location)
+    return path, fs
+
+
+def _data_rows(rec: RunRecord) -> dict[int, int]:
+    """Train + val samples per image size of the run (from the manifest; no arrays loaded)."""
+    manifest = ShardManifest.load(rec.data_dir)
+    rows = manifest.splits[TRAIN] + manifest.splits[VAL]
+    return {size: rows for size in rec.sizes}
+
+
+def _ray_storage(plan: RunPlan) -> dict[str, Any]:
+    """Where Ray Tune writes trials: beside our files locally, straight to the bucket otherwise
+    (every node can reach it; credentials stay in the environment, not in the filesystem)."""
+    if not storage.is_remote(plan.location):
+        return {"name": plan.exp_dir.name, "storage_path": str(plan.exp_dir.parent)}
+    parent, _, name = plan.location.rpartition("/")
+    fs, path = storage.filesystem(parent)
+    return {"name": name, "storage_path": path, "storage_filesystem": fs}
 
 
 def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
@@ -327,8 +371,15 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
         arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
         history=history,
         error=error_summary(result.error),
-        path=checkpoint or result.path,
+        path=_uri(plan, checkpoint or result.path),
     )
+
+
+def _uri(plan: RunPlan, ray_path: str) -> str:
+    """A path Ray reports, as a URI when the experiment is on object storage (Ray drops the scheme)."""
+    if storage.is_remote(plan.location) and "://" not in ray_path:
+        return f"{plan.location.split('://')[0]}://{ray_path}"
+    return ray_path
 
 
 def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
@@ -376,8 +427,3 @@ def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestT
     best = pick_best(plan, records)
     write_best(plan.exp_dir, best)
     return frame, best
-
-
-def load_run_data(plan: RunPlan) -> TrialData:
-    """Load the data every trial of ``plan`` shares (once, in the driver)."""
-    return load_trial_data(Path(plan.record.data_dir), plan.record.sizes)

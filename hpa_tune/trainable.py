@@ -19,7 +19,8 @@ from torch import nn
 
 from hpa_tune.classes import CHANNEL_SETS, class_names
 from hpa_tune.config import TrialConfig
-from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
+from hpa_tune.data.loader import BatchLoader, SplitArrays
+from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
 from hpa_tune.engine import PassResult, build_optimizer, predict, train_one_epoch
@@ -34,7 +35,8 @@ MODEL_FILE, STATE_FILE, CONFIG_FILE = "model.pt", "training_state.pt", "config.j
 
 @dataclass(frozen=True)
 class TrialData:
-    """Loaded once by the driver and shared by every trial: arrays per size and split, plus stats."""
+    """What a trial trains on: arrays per size and split (memory-mapped from this node's shard
+    cache, see ``data.node_cache``), plus the train split's statistics."""
 
     arrays: dict[int, dict[str, SplitArrays]]
     channel_stats: dict[int, tuple[list[float], list[float]]]
@@ -49,18 +51,17 @@ class TrialData:
 
 
 def load_trial_data(
-    shards_dir: Path, sizes: list[int], splits: tuple[str, ...] = (TRAIN, VAL)
+    data: str | Path, sizes: list[int], splits: tuple[str, ...] = (TRAIN, VAL)
 ) -> TrialData:
-    """Read the given splits at the given sizes from prepared shards."""
-    manifest = ShardManifest.load(Path(shards_dir))
+    """The given splits at the given sizes of a prepared set (local path, ``s3://``, ``gs://``),
+    through this node's shard cache: decoded once per node, then mapped, never copied."""
+    manifest = ShardManifest.load(data)
     missing = [s for s in sizes if s not in manifest.sizes]
     if missing:
         raise HpaTuneError(
-            f"{shards_dir}: image size(s) {missing} not prepared; prepared: {manifest.sizes}"
+            f"{data}: image size(s) {missing} not prepared; prepared: {manifest.sizes}"
         )
-    arrays = {
-        size: {name: load_split(Path(shards_dir), name, size) for name in splits} for size in sizes
-    }
+    arrays = {size: {name: cached_split(data, name, size) for name in splits} for size in sizes}
     return TrialData(
         arrays=arrays,
         channel_stats={size: manifest.stats_for(size) for size in sizes},

@@ -80,9 +80,66 @@ def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "shards"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session gets its own ``$HPA_TUNE_CACHE`` (staging) and node shard cache, set
+    before any Ray runtime starts so that trials inherit them."""
+    names = ("HPA_TUNE_CACHE", "HPA_TUNE_SHARD_CACHE")
+    previous = {k: os.environ.get(k) for k in names}
+    os.environ["HPA_TUNE_CACHE"] = str(tmp_path_factory.mktemp("hpa-tune-cache"))
+    os.environ["HPA_TUNE_SHARD_CACHE"] = str(tmp_path_factory.mktemp("shard-cache"))
+    yield
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+# Fake AWS credentials for moto's S3 server; tests check that neither string is ever written.
+FAKE_AWS_KEY_ID = "AKIAHPATUNEFAKEKEY42"
+FAKE_AWS_SECRET = "hpaTuneFakeSecret/DoNotWrite+0123456789abc"
+
+
 @pytest.fixture(scope="session")
-def ray_runtime():
-    """A real local Ray runtime (2 CPUs) shared by every test that schedules trials."""
+def s3_endpoint():
+    """moto's real S3 server on a free loopback port, with fake credentials and
+    ``AWS_ENDPOINT_URL`` in the environment (set before Ray starts, so trials inherit them).
+    Yields the endpoint URL; every test makes its own bucket."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": FAKE_AWS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_AWS_SECRET,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(s3_endpoint):
+    """A real local Ray runtime (2 CPUs) shared by every test that schedules trials (started
+    after the S3 test server, so trials see its endpoint and credentials)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from hpa_tune import storage
 from hpa_tune.cli._common import progress_bar
 from hpa_tune.errors import HpaTuneError
 
@@ -29,8 +30,7 @@ def _sizes(_: Any, __: Any, value: str) -> tuple[int, ...]:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Output directory for shards.",
+    help="Output for shards: a directory, s3://... or gs://... (replaced).",
 )
 @click.option(
     "--sizes",
@@ -49,7 +49,7 @@ def _sizes(_: Any, __: Any, value: str) -> tuple[int, ...]:
 @click.option("--strict", is_flag=True, help="Fail, listing them, if any sample is rejected.")
 def prepare(
     raw_dir: Path,
-    out_dir: Path,
+    out_dir: str,
     sizes: tuple[int, ...],
     val_fraction: float,
     holdout_fraction: float,
@@ -63,10 +63,13 @@ def prepare(
     \b
     RAW_DIR holds train.csv (Id,Target) and train/{Id}_{red,green,blue,yellow}.png
     (.tif/.jpg accepted), optionally sample_submission.csv and test/.
-    Example: hpa-tune prepare ~/kaggle/hpa --out ~/hpa-shards --sizes 64,224
+    \b
+    Examples:
+      hpa-tune prepare ~/kaggle/hpa --out ~/hpa-shards --sizes 64,224
+      hpa-tune prepare ~/kaggle/hpa --out s3://bucket/hpa-shards --sizes 224,512
     """
     from hpa_tune.data.prepare import PrepareOptions
-    from hpa_tune.data.prepare import prepare as run_prepare
+    from hpa_tune.data.publish import prepare_to
 
     options = PrepareOptions(
         sizes=sizes,
@@ -87,7 +90,7 @@ def prepare(
         update(done, total)
 
     try:
-        result = run_prepare(raw_dir, out_dir, options, progress=progress)
+        result = prepare_to(raw_dir, out_dir, options, progress=progress)
     except ValueError as err:
         raise HpaTuneError(str(err)) from None
     finally:
@@ -98,20 +101,20 @@ def prepare(
     click.echo(
         f"rejected: {m.rejected}"
         + (f" ({m.extra['rejected_by_reason']})" if m.rejected else "")
-        + f", see {out_dir / 'rejected.csv'}"
+        + f", see {storage.join(out_dir, 'rejected.csv')}"
     )
     click.echo(f"resized (not {options.expected_size}x{options.expected_size}): {m.resized}")
     click.echo(f"wrote {len(m.shards)} shard(s) and manifest.json to {out_dir}")
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir")
 @click.option(
     "--data",
     "data_dir",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Prepared shards (test split) or a raw Kaggle directory (test/ + sample_submission.csv).",
+    help="Prepared shards (test split; a directory, s3://... or gs://...) or a raw Kaggle "
+    "directory (test/ + sample_submission.csv).",
 )
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -120,14 +123,20 @@ def prepare(
     type=int,
     help="Decoding processes for raw images (default: one per CPU).",
 )
-def predict(model_dir: Path, data_dir: Path, out_path: Path, workers: int) -> None:
-    """Write a Kaggle submission (Id,Predicted) with a refit model.
+def predict(model_dir: str, data_dir: str, out_path: Path, workers: int) -> None:
+    """Write a Kaggle submission (Id,Predicted) with a refit model (MODEL_DIR: EXPERIMENT/refit,
+    a directory or on object storage).
 
-    Example: hpa-tune predict results/demo-*/refit --data ~/kaggle/hpa --out submission.csv
+    \b
+    Examples:
+      hpa-tune predict results/demo-*/refit --data ~/kaggle/hpa --out submission.csv
+      hpa-tune predict s3://bucket/runs/NAME/refit --data s3://bucket/hpa-shards --out sub.csv
     """
     from hpa_tune.predict import predict_submission
+    from hpa_tune.staging import local_experiment
 
-    sub = predict_submission(model_dir, data_dir, out_path, workers)
+    with local_experiment(model_dir, upload=False) as local_model:
+        sub = predict_submission(local_model, data_dir, out_path, workers)
     if sub.unreadable:
         more = f" (and {len(sub.unreadable) - 10} more)" if len(sub.unreadable) > 10 else ""
         click.secho(

@@ -8,7 +8,7 @@ import click
 
 
 @click.command()
-@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.argument("experiment_dir")
 @click.option(
     "--out",
     "out_dir",
@@ -21,7 +21,7 @@ import click
     is_flag=True,
     help="Only the study table: print it (Markdown) and write study_table.md/.csv.",
 )
-def report(experiment_dir: Path, out_dir: Path | None, table_only: bool) -> None:
+def report(experiment_dir: str, out_dir: Path | None, table_only: bool) -> None:
     """Report on EXPERIMENT_DIR: the study table, or a self-contained HTML page with its figures.
 
     \b
@@ -34,36 +34,58 @@ def report(experiment_dir: Path, out_dir: Path | None, table_only: bool) -> None
       hpa-tune report results/demo_space-20261125-101500
       hpa-tune report results/study_table-20261125-101500 --table
       hpa-tune report results/densenet_space-20261125-101500 --out ~/reports/densenet
+      hpa-tune report s3://bucket/runs/densenet_space-20261125-101500   # written back there
     """
+    from hpa_tune import storage
     from hpa_tune.report import write_report, write_study_table
+    from hpa_tune.staging import local_experiment
 
-    if table_only:
-        _, md_path, csv_path = write_study_table(experiment_dir, out_dir)
-        click.echo(md_path.read_text())
-        click.echo(f"wrote {md_path} and {csv_path}")
-        return
-    path = write_report(experiment_dir, out_dir)
-    click.echo(f"report: {path}")
+    remote = storage.is_remote(experiment_dir)
+    # Without --out the report is written into the experiment, so it goes back to the bucket.
+    with local_experiment(experiment_dir, upload=out_dir is None) as exp_dir:
+        if table_only:
+            _, md_path, csv_path = write_study_table(exp_dir, out_dir)
+            click.echo(md_path.read_text())
+            click.echo(
+                f"wrote {_shown(md_path, exp_dir, experiment_dir)} and "
+                f"{_shown(csv_path, exp_dir, experiment_dir)}"
+            )
+            return
+        path = write_report(exp_dir, out_dir)
+    click.echo(f"report: {_shown(path, exp_dir, experiment_dir) if remote else path}")
+
+
+def _shown(path: Path, exp_dir: Path, location: str) -> str:
+    """``path`` as the user should look for it: in the bucket when written into a staged copy."""
+    from hpa_tune import storage
+
+    if storage.is_remote(location) and path.is_relative_to(exp_dir):
+        return storage.join(location, path.relative_to(exp_dir).as_posix())
+    return str(path)
 
 
 @click.command("tensorboard")
-@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.argument("experiment_dir")
 @click.option("--port", default=6006, show_default=True, type=int)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all)."
 )
-def tensorboard_cmd(experiment_dir: Path, port: int, host: str) -> None:
+def tensorboard_cmd(experiment_dir: str, port: int, host: str) -> None:
     """Serve EXPERIMENT_DIR/tensorboard (trial curves, HParams table, refit) until Ctrl-C.
 
     \b
+    On object storage (s3://..., gs://...) the event files are first copied to a local staging
+    directory (TensorBoard's own S3 support would need tensorflow-io); restart to see new events.
     Example: hpa-tune tensorboard results/demo_space-20261125-101500 --port 6007
     Over SSH: ssh -L 6006:localhost:6006 HOST, then open http://localhost:6006/
     """
     import time
 
+    from hpa_tune.staging import local_experiment
     from hpa_tune.tensorboard_log import launch_server
 
-    url = launch_server(experiment_dir, host=host, port=port)
+    with local_experiment(experiment_dir, upload=False, only=("tensorboard/",)) as exp_dir:
+        url = launch_server(exp_dir, host=host, port=port)
     click.echo(f"TensorBoard at {url} (Ctrl-C to stop)")
     try:
         while True:

@@ -40,10 +40,14 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--data",
     "data_dir",
-    type=click.Path(path_type=Path),
-    help="Prepared shards (default: built-in sample).",
+    help="Prepared shards: a directory, s3://... or gs://... (default: built-in sample).",
 )
-@click.option("--storage", default="results", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--storage",
+    default="results",
+    show_default=True,
+    help="Where experiments go: a directory, s3://... or gs://...",
+)
 @click.option("--name", help="Experiment name (default: SPACE-TIMESTAMP).")
 @click.option("--num-samples", type=click.IntRange(min=1), help="Number of trials.")
 @click.option(
@@ -74,8 +78,8 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--quiet", is_flag=True, help="No live trial table; Ray's logs go to files only.")
 def run(
     space: Path,
-    data_dir: Path | None,
-    storage: Path,
+    data_dir: str | None,
+    storage: str,
     name: str | None,
     num_samples: int | None,
     max_epochs: int | None,
@@ -96,9 +100,11 @@ def run(
       hpa-tune run search_spaces/demo_space.yaml                 # built-in sample, CPU
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --gpus-per-trial 1
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
+      hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
     from hpa_tune.experiment import check_new_experiment, check_storage
-    from hpa_tune.runner import RunOptions, load_run_data, plan_run, run_search
+    from hpa_tune.runner import RunOptions, plan_run, run_search
+    from hpa_tune.staging import check_new_remote, local_experiment
 
     options = RunOptions(
         space_path=space,
@@ -121,6 +127,7 @@ def run(
     check_storage(storage)
     plan = plan_run(options, data_dir or Path("<built-in sample>"), builtin)
     check_new_experiment(plan.exp_dir)
+    check_new_remote(plan.location)
     options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
     if builtin:
         from hpa_tune.data.builtin import cached_builtin_sample, ensure_builtin_sample
@@ -128,11 +135,12 @@ def run(
         click.echo(
             "no --data given: running on the built-in HPA-like sample with the space's CPU-sized demo budget"
         )
-        data_dir = cached_builtin_sample()
-        if data_dir is None:
+        sample = cached_builtin_sample()
+        if sample is None:
             bar, update = progress_bar("preparing sample")
             with bar:
-                data_dir = ensure_builtin_sample(progress=update, log=click.echo)
+                sample = ensure_builtin_sample(progress=update, log=click.echo)
+        data_dir = str(sample)
     assert data_dir is not None
     plan = plan_run(options, data_dir, builtin)
     rec = plan.record
@@ -140,12 +148,17 @@ def run(
         f"search: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
         f"image sizes {rec.sizes}, data {rec.data_dir}"
     )
-    data = load_run_data(plan)
-    records = run_search(plan, data, live=options.live)
-    _results_and_refit(plan, data, records, no_refit)
+    # On object storage our files are written to a staging copy and uploaded when the search
+    # ends; the refit (a Ray task, perhaps on another node) then reads them from there.
+    with local_experiment(plan.location, download=False):
+        records = run_search(plan, live=options.live)
+        _results(plan, records)
+    if not no_refit:
+        _refit_and_print(plan.location, all_trials=plan.spec.score_all_trials, on_ray=True)
+    click.echo(f"experiment: {plan.location}")
 
 
-def _results_and_refit(plan: Any, data: Any, records: list[Any], no_refit: bool) -> None:
+def _results(plan: Any, records: list[Any]) -> None:
     from hpa_tune.runner import write_results
 
     frame, best = write_results(plan, records)
@@ -154,23 +167,33 @@ def _results_and_refit(plan: Any, data: Any, records: list[Any], no_refit: bool)
         f"best: trial {best.trial_id}, {best.metric} {best.value:.4f} at epoch {best.epoch}, "
         f"params {best.params}"
     )
-    if not no_refit:
-        _refit_and_print(plan.exp_dir, all_trials=plan.spec.score_all_trials, on_ray=True)
-    click.echo(f"experiment: {plan.exp_dir}")
 
 
-def _refit_and_print(exp_dir: Path, all_trials: bool = False, on_ray: bool = False) -> None:
-    """Refit here, or ``on_ray`` as a Ray task with the trials' resources (a GPU worker on a cluster)."""
+def _refit_and_print(location: str | Path, all_trials: bool = False, on_ray: bool = False) -> None:
+    """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
+    Ray task with the trials' resources (a GPU worker on a cluster)."""
     from hpa_tune.evaluation import score_trials
     from hpa_tune.refit import refit as run_refit
     from hpa_tune.remote_refit import refit_on_ray
+    from hpa_tune.staging import local_experiment
 
     bar, update = progress_bar("refit epochs")
-    with bar:
-        if on_ray:
-            result = refit_on_ray(exp_dir, log=click.echo, progress=update, all_trials=all_trials)
-        else:
+    if on_ray:  # the task stages a bucket experiment itself, where it runs
+        with bar:
+            result = refit_on_ray(location, log=click.echo, progress=update, all_trials=all_trials)
+        _print_refit(result, location)
+        return
+    with local_experiment(location) as exp_dir:
+        with bar:
             result = run_refit(exp_dir, log=click.echo, progress=update)
+        _print_refit(result, location)
+        if all_trials:
+            score_trials(exp_dir, log=click.echo)
+
+
+def _print_refit(result: Any, location: str | Path) -> None:
+    from hpa_tune import storage
+
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
     click.echo(
@@ -178,44 +201,54 @@ def _refit_and_print(exp_dir: Path, all_trials: bool = False, on_ray: bool = Fal
         f"{m['holdout_macro_f1_tuned']:.4f} (val, tuned: {m['val_macro_f1_tuned']:.4f}); "
         f"trivial: all-positive {trivial['all_positive']:.4f}, class-prior {trivial['class_prior']:.4f}"
     )
-    click.echo(f"refit model, thresholds and metrics: {result.refit_dir}")
-    if all_trials and not on_ray:  # on Ray, the refit task scored them
-        score_trials(exp_dir, log=click.echo)
+    # A bucket experiment's refit was written to a staging copy and uploaded: name the bucket.
+    remote = storage.is_remote(location)
+    refit_dir = storage.join(location, result.refit_dir.name) if remote else result.refit_dir
+    click.echo(f"refit model, thresholds and metrics: {refit_dir}")
 
 
 @click.command()
-@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.argument("experiment_dir")
 @click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
-def resume(experiment_dir: Path, no_refit: bool) -> None:
+def resume(experiment_dir: str, no_refit: bool) -> None:
     """Continue the search in EXPERIMENT_DIR after its driver died or was stopped (Ctrl-C).
 
     Finished trials are kept, running ones restart from their last epoch's checkpoint, the
     Optuna study and ASHA's rungs carry on; then the results and the refit, as in run.
+    EXPERIMENT_DIR may be on object storage (s3://..., gs://...).
 
     Example: hpa-tune resume results/densenet_space-20261125-101500
     """
+    from hpa_tune import storage
     from hpa_tune.resume import plan_resume, resume_search
-    from hpa_tune.runner import load_run_data
+    from hpa_tune.staging import local_experiment
 
-    plan = plan_resume(experiment_dir)
-    rec = plan.record
-    click.echo(
-        f"resuming: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
-        f"experiment {plan.exp_dir}"
-    )
-    data = load_run_data(plan)
-    records = resume_search(plan, data)
-    _results_and_refit(plan, data, records, no_refit)
+    with local_experiment(experiment_dir) as exp_dir:
+        remote = storage.location_arg(experiment_dir) if storage.is_remote(experiment_dir) else ""
+        plan = plan_resume(exp_dir, location=remote)
+        rec = plan.record
+        click.echo(
+            f"resuming: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} "
+            f"epochs, experiment {experiment_dir}"
+        )
+        records = resume_search(plan)
+        _results(plan, records)
+    if not no_refit:
+        _refit_and_print(plan.location, all_trials=plan.spec.score_all_trials, on_ray=True)
+    click.echo(f"experiment: {plan.location}")
 
 
 @click.command()
-@click.argument("experiment_dir", type=click.Path(path_type=Path))
+@click.argument("experiment_dir")
 @click.option(
     "--all-trials", is_flag=True, help="Also score every trial's best checkpoint on the holdout."
 )
-def refit(experiment_dir: Path, all_trials: bool) -> None:
+def refit(experiment_dir: str, all_trials: bool) -> None:
     """Retrain the winner of EXPERIMENT_DIR, tune per-class thresholds on val, score the holdout.
 
+    \b
+    EXPERIMENT_DIR may be on object storage (s3://..., gs://...): it is synced to a local staging
+    copy, and the refit directory and TensorBoard events are uploaded back.
     Example: hpa-tune refit results/densenet_space-20261125-101500
     """
     # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.

@@ -59,7 +59,7 @@ def _read_shard(root: Path, shard: ShardInfo, verify: bool) -> pa.Table:
     return pq.read_table(pa.BufferReader(data))  # zero-copy, unlike io.BytesIO
 
 
-def _copy_images(column: pa.ChunkedArray, out: np.ndarray) -> None:
+def copy_images(column: pa.ChunkedArray, out: np.ndarray) -> None:
     """The fixed-width ``image`` column into ``out`` (rows, row bytes), one chunk (row group) at a
     time: each chunk is read in place, so the shard's images are copied once, not combined first."""
     at = 0
@@ -100,7 +100,7 @@ def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitA
     for shard in shards:
         table = _read_shard(root, shard, verify)
         rows = slice(at, at + table.num_rows)
-        _copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
+        copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
         flat_labels = table.column("labels").combine_chunks().flatten()
         labels[rows] = flat_labels.to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
         ids.extend(table.column("id").to_pylist())

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.errors import HpaTuneError
 
@@ -91,24 +92,31 @@ class ShardManifest:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> ShardManifest:
-        """Read and check ``directory/manifest.json``.
+    def load(cls, directory: Path | str) -> ShardManifest:
+        """Read and check ``directory/manifest.json`` (a local path, ``s3://`` or ``gs://``).
 
         Raises:
             HpaTuneError: the directory has no manifest or one of another format version.
         """
-        path = Path(directory) / MANIFEST_NAME
-        if not path.is_file():
+        return cls.read(directory)[1]
+
+    @classmethod
+    def read(cls, directory: Path | str) -> tuple[bytes, ShardManifest]:
+        """The manifest's bytes (its identity, e.g. for caches) and the manifest; see ``load``."""
+        path = storage.join(storage.location_arg(directory), MANIFEST_NAME)
+        try:
+            data = storage.read_bytes(path)
+        except FileNotFoundError:
             raise HpaTuneError(
                 f"{path}: not found; is {directory} a directory written by `hpa-tune prepare`?"
-            )
-        raw = json.loads(path.read_text())
+            ) from None
+        raw = json.loads(data)
         if raw.get("format_version") != FORMAT_VERSION:
             raise HpaTuneError(
                 f"{path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}; re-run prepare"
             )
         raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
-        return cls(**raw)
+        return data, cls(**raw)
 
     def shards_for(self, split: str, size: int) -> list[ShardInfo]:
         """Shards of one split at one size, in write order."""

@@ -73,8 +73,8 @@ def _require_reported_epochs(path: Path, summary: pd.DataFrame) -> None:
 def _train_samples(data_dir: str) -> int | None:
     """Train split size from the prepared data's manifest, if that directory is still there."""
     try:
-        return ShardManifest.load(Path(data_dir)).splits.get(TRAIN)
-    except HpaTuneError:  # no manifest (data moved or deleted), or one of another format
+        return ShardManifest.load(data_dir).splits.get(TRAIN)
+    except (HpaTuneError, OSError):  # no manifest (data moved or deleted), another format, offline
         return None
 
 
