@@ -1,15 +1,16 @@
 """Experiments on object storage: commands work on a local staging copy synced with the bucket.
 
-An experiment at ``s3://bucket/runs/NAME`` (or ``gs://``) is handled like a local one: the files a
-command reads are downloaded into ``$HPA_TUNE_CACHE/staging/<hash>-NAME``, the command runs on that
-directory, and what it wrote or changed is uploaded back. Ray Tune itself writes trial results and
-checkpoints straight to the bucket (its ``storage_path``), so the downloads skip the trial
-directories unless a command needs checkpoints. Local experiments are used in place.
-"""
+An experiment at ``s3://bucket/runs/NAME`` (or ``gs://``) is handled like a local one: the files
+a command reads are downloaded into ``$HPA_TUNE_CACHE/staging/<hash>-<pid>/NAME``, the command
+runs on that copy, what it wrote or changed is uploaded back, and the copy is deleted. Ray Tune
+writes trial results and checkpoints straight to the bucket (its ``storage_path``), so downloads
+skip the trial directories; a command that needs a checkpoint fetches just that one
+(``evaluation.local_checkpoint``). Local experiments are used in place."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +24,14 @@ TRIAL_PREFIX = "trial_"  # Ray Tune's trial directories (trial_dirname_creator i
 
 
 def staging_dir(location: str | Path) -> Path:
-    """The local directory that stands for ``location`` (the location itself when local)."""
+    """The local directory that stands for ``location`` in this process (the location itself
+    when local). It keeps the experiment's name; its parent is private to the process, so two
+    commands on one experiment never share a copy."""
     text = storage.location_arg(location)
     if not storage.is_remote(text):
         return Path(text)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return cache_root() / "staging" / f"{digest}-{text.rsplit('/', 1)[-1]}"
+    return cache_root() / "staging" / f"{digest}-{os.getpid()}" / text.rsplit("/", 1)[-1]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[float, int]]:
@@ -72,31 +75,38 @@ def local_experiment(
     download: bool = True,
     upload: bool = True,
     only: tuple[str, ...] = (),
+    keep: bool = False,
 ) -> Iterator[Path]:
     """A local directory for the experiment at ``location``.
 
     Args:
         location: a local experiment directory, or its ``s3://``/``gs://`` URI.
-        download: fetch the experiment's files first (a fresh copy replaces any earlier one).
+        download: fetch the experiment's files first (False for a new experiment). The staging
+            directory starts empty either way.
         upload: afterwards, upload the files the command created or changed (also when it
             failed: a partial search is worth keeping).
         only: download just the files under these relative prefixes (e.g. ``("tensorboard/",)``).
+        keep: leave the staging copy on disk afterwards (a server still reading it); it is
+            deleted otherwise.
     """
     text = storage.location_arg(location)
     if not storage.is_remote(text):
         yield Path(text)
         return
     stage = staging_dir(text)
+    shutil.rmtree(stage, ignore_errors=True)  # never mix in files of an earlier command
+    stage.mkdir(parents=True)
     if download:
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
         # Trial directories hold every checkpoint: fetched one by one where needed instead
         # (``evaluation.local_checkpoint``).
         storage.download_tree(text, stage, skip=(TRIAL_PREFIX,), only=only)
-    stage.mkdir(parents=True, exist_ok=True)
     before = _snapshot(stage)
     try:
         yield stage
     finally:
-        if upload:
-            _upload_changed(stage, text, before)
+        try:
+            if upload:
+                _upload_changed(stage, text, before)
+        finally:
+            if not keep:
+                shutil.rmtree(stage.parent, ignore_errors=True)

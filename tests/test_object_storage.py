@@ -150,3 +150,16 @@ def test_a_corrupt_shard_in_the_bucket_is_a_one_line_error_naming_it(
     assert result.exit_code == 2
     assert f"{data}/{shard}" in result.output and "sha256 does not match" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_tensorboard_reads_the_bucket_experiment_through_a_synced_copy(bucket_study):
+    from hpa_tune.staging import local_experiment
+    from tests.conftest import load_events
+
+    _, _, exp, _ = bucket_study
+    best_trial = yaml.safe_load(storage.read_bytes(f"{exp}/best.json"))["trial_id"]
+    with local_experiment(exp, upload=False, only=("tensorboard/",)) as copy:
+        assert sorted(p.name for p in copy.iterdir()) == ["tensorboard"]
+        run = load_events(copy / "tensorboard" / f"trial_{best_trial}")
+        assert "trial/status" in run.Tags()["scalars"]
+    assert not copy.exists()  # the copy is gone afterwards

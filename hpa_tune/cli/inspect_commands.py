@@ -84,7 +84,9 @@ def tensorboard_cmd(experiment_dir: str, port: int, host: str) -> None:
     from hpa_tune.staging import local_experiment
     from hpa_tune.tensorboard_log import launch_server
 
-    with local_experiment(experiment_dir, upload=False, only=("tensorboard/",)) as exp_dir:
+    with local_experiment(
+        experiment_dir, upload=False, only=("tensorboard/",), keep=True
+    ) as exp_dir:
         url = launch_server(exp_dir, host=host, port=port)
     click.echo(f"TensorBoard at {url} (Ctrl-C to stop)")
     try:

@@ -237,6 +237,8 @@ def _open_split(
                 cache.event("hit", f"{split}@{size} {data} (after waiting)")
             else:
                 entry.mkdir(parents=True, exist_ok=True)
+                for stale in entry.glob(f".{split}.*"):  # left by a process that died decoding
+                    shutil.rmtree(stale, ignore_errors=True)
                 _decode_split(cache, data, manifest, split, size, entry)
             (entry / USED_FILE).touch()
         evict(cache, keep=entry)
