@@ -163,3 +163,15 @@ def test_tensorboard_reads_the_bucket_experiment_through_a_synced_copy(bucket_st
         run = load_events(copy / "tensorboard" / f"trial_{best_trial}")
         assert "trial/status" in run.Tags()["scalars"]
     assert not copy.exists()  # the copy is gone afterwards
+
+
+def test_resuming_a_finished_bucket_search_restores_it_from_the_bucket(bucket_study):
+    _, _, exp, _ = bucket_study
+    before = storage.read_bytes(f"{exp}/summary.csv")
+    result = CliRunner().invoke(main, ["resume", exp, "--no-refit"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"experiment: {exp}"
+    # Nothing was left to run: the same two trials, the same results, written back to the bucket.
+    assert storage.read_bytes(f"{exp}/summary.csv") == before
+    trial_dirs = {f.split("/")[0] for f in storage.list_files(exp) if f.startswith("trial_")}
+    assert len(trial_dirs) == 2
