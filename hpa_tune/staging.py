@@ -99,7 +99,7 @@ def local_experiment(
     if download:
         # Trial directories hold every checkpoint: fetched one by one where needed instead
         # (``evaluation.local_checkpoint``).
-        storage.download_tree(text, stage, skip=(TRIAL_PREFIX,), only=only)
+        storage.download_tree(text, stage, skip_dirs=(TRIAL_PREFIX,), only=only)
     before = _snapshot(stage)
     try:
         yield stage

@@ -174,15 +174,16 @@ def upload_tree(local_dir: Path, location: str, *, last: tuple[str, ...] = ()) -
 
 
 def download_tree(
-    location: str, local_dir: Path, *, skip: tuple[str, ...] = (), only: tuple[str, ...] = ()
+    location: str, local_dir: Path, *, skip_dirs: tuple[str, ...] = (), only: tuple[str, ...] = ()
 ) -> list[str]:
-    """Copy every file below ``location`` into ``local_dir``; relative paths starting with one of
-    ``skip`` are left out, and with ``only`` given, just those starting with one of ``only``."""
+    """Copy every file below ``location`` into ``local_dir``; files in top-level directories whose
+    names start with one of ``skip_dirs`` are left out, and with ``only`` given, just the files
+    whose relative paths start with one of ``only`` are copied."""
     src_fs, src_root = filesystem(location)
     local = pafs.LocalFileSystem()
     copied = []
     for rel in list_files(location):
-        if rel.startswith(skip) if skip else False:
+        if skip_dirs and "/" in rel and rel.startswith(skip_dirs):
             continue
         if only and not rel.startswith(only):
             continue

@@ -55,8 +55,10 @@ def test_trees_upload_and_download_with_the_commit_file_last(bucket, tmp_path: P
     (src / "size_32" / "train-00000.parquet").write_bytes(b"shard")
     order = storage.upload_tree(src, f"{bucket}/set", last=("manifest.json",))
     assert order == ["size_32/train-00000.parquet", "manifest.json"]
-    copied = storage.download_tree(f"{bucket}/set", tmp_path / "dst", skip=("size_",))
-    assert copied == ["manifest.json"]
+    (src / "size_32.txt").write_text("a file, not a directory")
+    storage.upload_tree(src, f"{bucket}/set")
+    copied = storage.download_tree(f"{bucket}/set", tmp_path / "dst", skip_dirs=("size_",))
+    assert copied == ["manifest.json", "size_32.txt"]
     assert (tmp_path / "dst" / "manifest.json").read_text() == "{}"
 
 
