@@ -77,7 +77,7 @@ def _init_ray() -> None:
 
 def _search_plan_factory(full: bool) -> Any:
     from hpa_tune.data.builtin import ensure_builtin_sample
-    from hpa_tune.runner import RunOptions, load_run_data, plan_run
+    from hpa_tune.runner import RunOptions, plan_run
 
     shards = ensure_builtin_sample()
     overrides: dict[str, Any] = {"image_size": 64} if full else {"image_size": 32}
@@ -97,14 +97,13 @@ def _search_plan_factory(full: bool) -> Any:
         )
         return plan_run(options, shards, builtin_sample=True)
 
-    data = load_run_data(make_plan(0))
     setup = {
         "space": str(space),
         "overrides": overrides,
         "num_samples": samples,
         "max_epochs": epochs,
     }
-    return make_plan, data, setup
+    return make_plan, setup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         figures["tune_overhead"] = runs
         figures["tune_overhead_s_per_trial"] = runs[0]["tune_overhead_s_per_trial"]
     if "search" in sections:
-        make_plan, data, setup = _search_plan_factory(full)
+        make_plan, setup = _search_plan_factory(full)
         seeds = list(range(args.seeds or (5 if full else 3)))
         strategies = [s for s in args.strategies.split(",") if s]
         print(f"(2) search efficiency: {strategies} x seeds {seeds}")
         result = search_efficiency.measure_search_efficiency(
-            make_plan, data, seeds, strategies, storage, max_concurrent=2
+            make_plan, seeds, strategies, storage, max_concurrent=2
         )
         figures["search_efficiency"] = {**result, "setup": setup, "seeds": seeds}
     if "gpu" in sections:

@@ -108,20 +108,22 @@ def _scheduler(strategy: Strategy, plan: Any) -> Any:
     )
 
 
-def _trial(config: dict[str, Any], spec: Any, data: Any) -> None:
+def _trial(config: dict[str, Any], spec: Any, data_uri: str) -> None:
+    """As ``hpa-tune run``'s trainable: the trial maps its data through the node's shard cache."""
     from ray import tune
 
     from hpa_tune.search_space import resolve_config, split_trial_config
-    from hpa_tune.trainable import train_trial
+    from hpa_tune.trainable import load_trial_data, train_trial
 
     params, constants = split_trial_config(spec, config)
     torch.set_num_threads(1)
     cfg = resolve_config(spec, params, constants)
+    data = load_trial_data(data_uri, [cfg.image_size])
     train_trial(cfg, data, lambda metrics, _: tune.report(metrics), checkpoint=False)
 
 
 def run_strategy(
-    strategy: Strategy, plan: Any, data: Any, storage: Path, max_concurrent: int
+    strategy: Strategy, plan: Any, storage: Path, max_concurrent: int
 ) -> dict[str, Any]:
     """One search of ``plan`` with ``strategy``; its per-epoch events in arrival order."""
     from ray import tune
@@ -137,7 +139,10 @@ def run_strategy(
                 events.append((time.perf_counter() - start, trial.trial_id, float(result[METRIC])))
 
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, spec=plan.spec, data=data), {"cpu": 1}),
+        tune.with_resources(
+            tune.with_parameters(_trial, spec=plan.spec, data_uri=str(plan.record.data_dir)),
+            {"cpu": 1},
+        ),
         tune_config=tune.TuneConfig(
             metric=plan.spec.metric,
             mode=plan.spec.mode,
@@ -197,7 +202,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure_search_efficiency(
     make_plan: Callable[[int], Any],
-    data: Any,
     seeds: list[int],
     strategies: list[str],
     storage: Path,
@@ -208,7 +212,7 @@ def measure_search_efficiency(
     runs = []
     for seed in seeds:
         for name in strategies:
-            run = run_strategy(STRATEGIES[name], make_plan(seed), data, storage, max_concurrent)
+            run = run_strategy(STRATEGIES[name], make_plan(seed), storage, max_concurrent)
             log(
                 f"  {name} seed {seed}: best {run['best']:.4f}, {run['trial_epochs']} trial-epochs, "
                 f"{run['wall_s']:.0f} s"
