@@ -41,10 +41,10 @@ class TrialConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty")
-    lr_schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    lr_schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
     lr_step_epochs: int = Field(3, ge=1, description="step schedule: epochs between decays")
     lr_step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up; onecycle: its ramp-up length")
     max_epochs: int = Field(10, ge=1)
     seed: int = 0
     # execution: how fast, not what is computed (equal results within bf16 tolerance)
@@ -65,6 +65,11 @@ class TrialConfig(BaseModel):
         if self.freeze not in info.freeze_levels:
             raise ValueError(
                 f"freeze {self.freeze!r} is not a level of {self.arch}; valid: {list(info.freeze_levels)}"
+            )
+        if self.freeze != "none" and self.pretrained == "none":
+            raise ValueError(
+                f"freeze {self.freeze!r} with pretrained 'none' would train on frozen random weights; "
+                "set pretrained (imagenet or a weights file) or freeze: none"
             )
         if self.loss not in list_losses():
             raise ValueError(f"unknown loss {self.loss!r}; valid losses: {list_losses()}")

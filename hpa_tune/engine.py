@@ -50,11 +50,12 @@ def lr_at(progress: float, cfg: TrialConfig) -> float:
 
     Linear warm-up over ``warmup_epochs``, then the schedule: ``constant``; ``step`` (times
     ``lr_step_gamma`` every ``lr_step_epochs``); ``cosine`` (to 0 at max_epochs); ``onecycle``
-    (up from lr/25 to lr over the first 30%, cosine down to lr/1e4).
+    (up from lr/25 to lr over ``warmup_epochs``, or the first 30% when that is 0, then cosine
+    down to lr/1e4).
     """
     base, total = cfg.lr, float(cfg.max_epochs)
     if cfg.lr_schedule == "onecycle":
-        peak_at = 0.3 * total
+        peak_at = min(float(cfg.warmup_epochs), total) if cfg.warmup_epochs else 0.3 * total
         if progress < peak_at:
             return base / 25 + (base - base / 25) * progress / peak_at
         frac = (progress - peak_at) / max(total - peak_at, 1e-9)

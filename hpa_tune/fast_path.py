@@ -108,7 +108,7 @@ def trial_loaders(
     }
     train_kw = {**common, "shuffle": True, "augment": cfg.augment}
     if not fast.enabled:
-        return BatchLoader(train, cfg.batch_size, **train_kw), BatchLoader(
+        return BatchLoader(train, cfg.batch_size, drop_single_last=True, **train_kw), BatchLoader(
             val, cfg.batch_size, **common
         )
     resident = sum(DeviceArrayLoader.nbytes(s, cfg.channels) for s in (train, val))

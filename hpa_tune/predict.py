@@ -21,15 +21,15 @@ from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
-from hpa_tune.data.loader import SplitArrays
+from hpa_tune.data.loader import BatchLoader, SplitArrays
 from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
+from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import REFIT_DIR
-from hpa_tune.fast_path import predict_split
-from hpa_tune.refit import INFO_FILE, THRESHOLDS_FILE
+from hpa_tune.refit import ENSEMBLE_FILE, INFO_FILE, THRESHOLDS_FILE
 from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE
 
@@ -125,16 +125,52 @@ def load_test_arrays(
     )
 
 
+def _members(model_dir: Path) -> tuple[list[tuple[Path, dict[str, list[float]] | None]], bool]:
+    """(member directory, its channel stats or None for model_info's) and the TTA flag.
+
+    A refit directory with ``ensemble.json`` is the ensemble it describes; one without (an older
+    refit, or a bare model directory) is its single model.
+    """
+    index_path = model_dir / ENSEMBLE_FILE
+    if not index_path.is_file():
+        return [(model_dir, None)], False
+    index = json.loads(index_path.read_text())
+    members = []
+    for entry in index["members"]:
+        cfg = json.loads((model_dir / entry["dir"] / CONFIG_FILE).read_text())
+        members.append((model_dir / entry["dir"], index["channel_stats"][str(cfg["image_size"])]))
+    return members, bool(index["tta"])
+
+
 def predict_submission(
     model_path: Path, data: str | Path, out: Path, workers: int = 0
 ) -> Submission:
-    """Write a Kaggle submission for the test images in ``data`` using a refit model."""
+    """Write a Kaggle submission for the test images in ``data`` with what the refit produced
+    (its ensemble members and TTA setting, or a single model) and its thresholds."""
     model_dir = _model_dir(Path(model_path))
-    model, cfg = load_checkpoint_model(model_dir)
     info = json.loads((model_dir / INFO_FILE).read_text())
     thresholds = np.asarray(json.loads((model_dir / THRESHOLDS_FILE).read_text())["thresholds"])
-    arrays, unreadable = load_test_arrays(data, cfg.image_size, workers)
-    probs = predict_split(model, cfg, arrays, (info["mean"], info["std"])).probs
+    members, tta = _members(model_dir)
+    member_probs, arrays_by_size = [], {}
+    unreadable: list[str] = []
+    for member_dir, stats in members:
+        model, cfg = load_checkpoint_model(member_dir)
+        stats = stats or {"mean": info["mean"], "std": info["std"]}
+        if cfg.image_size not in arrays_by_size:
+            arrays_by_size[cfg.image_size], unreadable = load_test_arrays(
+                data, cfg.image_size, workers
+            )
+        arrays = arrays_by_size[cfg.image_size]
+        batches = BatchLoader(
+            arrays,
+            cfg.batch_size,
+            channels=cfg.channels,
+            mean=stats["mean"],
+            std=stats["std"],
+            device=next(model.parameters()).device,
+        )
+        member_probs.append(predict_probs(model, batches, tta))
+    probs = ensemble_mean(member_probs)
     labels = at_least_one_label(probs, thresholds)
     fallback = int(np.argmax(info["train_positives"]))
     bad = set(unreadable)

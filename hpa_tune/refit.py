@@ -1,12 +1,13 @@
-"""``hpa-tune refit``: retrain the winner, tune per-class thresholds on val, score the holdout.
+"""``hpa-tune refit``: retrain the best configurations, average them (optionally over the 8
+symmetries of each image), choose thresholds on val, and score the holdout.
 
-Checkpoint selection and thresholds use the val split only; the holdout split is touched once,
-at the end, to score the final model — it never influences a choice.
+Member training, checkpoint selection and the threshold method all use the val split only; the
+holdout split is touched once, at the end, to score the candidate predictors (single model or
+ensemble, with or without TTA, under every threshold method) — it never influences a choice.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,26 +19,38 @@ import pandas as pd
 import torch
 
 from hpa_tune.classes import class_names
-from hpa_tune.config import TrialConfig
+from hpa_tune.data.loader import BatchLoader, SplitArrays
 from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
-from hpa_tune.engine import PassResult
-from hpa_tune.evaluation import Evaluation, evaluate
+from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
 from hpa_tune.metrics import macro_f1
-from hpa_tune.search_space import replay
+from hpa_tune.predictor_scores import (
+    ENSEMBLE,
+    ENSEMBLE_TTA,
+    SINGLE,
+    SINGLE_TTA,
+    PredictorScores,
+    predictor_name,
+    score_predictor,
+)
+from hpa_tune.refit_members import Member, obtain_members, save_members, top_distinct_candidates
 from hpa_tune.tensorboard_log import log_refit, tensorboard_dir
-from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, run_epochs
+from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, make_loader
 
 Progress = Callable[[int, int], None]
 
 METRICS_FILE = REFIT_METRICS_FILE
-THRESHOLDS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE = (
+THRESHOLDS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE, ENSEMBLE_FILE = (
     "thresholds.json",
     "model_info.json",
     "history.csv",
     "predictions.npz",
+    "ensemble.json",
 )
+# Chosen by measurement on the built-in sample (README, "Refit: ensemble, TTA, thresholds").
+DEFAULT_TOP_K = 3
+DEFAULT_TTA = True
 
 
 @dataclass(frozen=True)
@@ -66,28 +79,52 @@ def trivial_baselines(
     return {"all_positive": all_positive, "class_prior": float(np.mean(draws))}
 
 
-def _fit_best_epoch(
-    cfg: TrialConfig, data: TrialData, log: Any, progress: Progress | None = None
-) -> tuple[torch.nn.Module, PassResult, int, list[dict]]:
-    """Train for max_epochs and keep the epoch with the best whole-set val macro F1."""
-    best_state, best_val, best_epoch, history = None, None, 0, []
-    model = None
-    for outcome in run_epochs(cfg, data):
-        m = outcome.metrics
-        history.append({k: v for k, v in m.items() if k != "val_class_f1"})
-        log(
-            f"refit epoch {m['epoch']}/{cfg.max_epochs}: train loss {m['train_loss']:.4f}, "
-            f"val macro F1 {m['val_macro_f1']:.4f}"
+@dataclass(frozen=True)
+class _MemberProbs:
+    val: dict[bool, np.ndarray]  # keyed by tta
+    holdout: dict[bool, np.ndarray]
+
+
+def _member_probs(member: Member, data: TrialData, holdout: SplitArrays) -> _MemberProbs:
+    """Val and holdout probabilities of one member, plain and with TTA."""
+    cfg = member.cfg
+    device = next(member.model.parameters()).device
+    mean, std = data.channel_stats[cfg.image_size]
+    val, hold = {}, {}
+    for tta in (False, True):
+        val[tta] = predict_probs(member.model, make_loader(cfg, data, VAL, False, device), tta)
+        batches = BatchLoader(
+            holdout, cfg.batch_size, channels=cfg.channels, mean=mean, std=std, device=device
         )
-        if progress:
-            progress(outcome.epoch, cfg.max_epochs)
-        if best_val is None or outcome.val.macro_f1 > best_val.macro_f1:
-            best_state = copy.deepcopy(outcome.model.state_dict())
-            best_val, best_epoch = outcome.val, outcome.epoch
-        model = outcome.model
-    assert model is not None and best_state is not None and best_val is not None
-    model.load_state_dict(best_state)
-    return model, best_val, best_epoch, history
+        hold[tta] = predict_probs(member.model, batches, tta)
+    return _MemberProbs(val, hold)
+
+
+def _candidate_predictors(
+    probs: list[_MemberProbs],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(val, holdout) probabilities of every candidate predictor; ensembles only for 2+ members."""
+    out = {
+        SINGLE: (probs[0].val[False], probs[0].holdout[False]),
+        SINGLE_TTA: (probs[0].val[True], probs[0].holdout[True]),
+    }
+    if len(probs) > 1:
+        for name, tta in ((ENSEMBLE, False), (ENSEMBLE_TTA, True)):
+            out[name] = (
+                ensemble_mean([p.val[tta] for p in probs]),
+                ensemble_mean([p.holdout[tta] for p in probs]),
+            )
+    return out
+
+
+def _same_samples(data: TrialData, holdouts: dict[int, SplitArrays], sizes: set[int]) -> None:
+    """Members of several image sizes must see the same samples in the same order."""
+    first = min(sizes)
+    for size in sizes:
+        if list(data.split(size, VAL).ids) != list(data.split(first, VAL).ids) or list(
+            holdouts[size].ids
+        ) != list(holdouts[first].ids):
+            raise ValueError(f"val/holdout samples differ between sizes {first} and {size}")
 
 
 def refit(
@@ -96,112 +133,168 @@ def refit(
     log: Any = print,
     progress: Progress | None = None,
     node_id: str | None = None,
+    *,
+    top_k: int | None = None,
+    tta: bool | None = None,
 ) -> RefitResult:
-    """Replay the winner of ``exp_dir``, retrain it, tune thresholds on val and score the holdout.
+    """Refit the ``top_k`` best distinct configurations of ``exp_dir`` and score the holdout.
 
     Args:
-        exp_dir: an experiment directory with ``run.json``, ``space.yaml`` and ``best.json``.
+        exp_dir: an experiment directory with ``run.json``, ``space.yaml``, ``summary.csv`` and
+            ``best.json``.
         data: the train/val data if already in memory (``hpa-tune run`` passes its own).
         log: where progress lines go.
-        progress: called as ``progress(epochs_done, max_epochs)`` after each epoch (a bar).
+        progress: called as ``progress(epochs_done, epochs_total)`` after each epoch (a bar).
         node_id: the Ray node this runs on (``remote_refit``), kept in ``model_info.json``.
+        top_k: ensemble size (default ``DEFAULT_TOP_K``; 1 = the winner alone).
+        tta: average the 8 flips/rotations of each image (default ``DEFAULT_TTA``).
 
     Returns:
         The refit directory and its metrics (also written to ``refit/metrics.json``).
     """
     exp_dir = Path(exp_dir)
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
+    tta = DEFAULT_TTA if tta is None else tta
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     record, spec = read_run(exp_dir)
     best = read_best(exp_dir)
-    cfg = replay(spec, best.params, record.constants)
+    candidates = top_distinct_candidates(exp_dir, spec, record.constants, best, top_k)
     data_dir = record.data_dir
-    if data is None or cfg.image_size not in data.arrays:
-        data = load_trial_data(data_dir, [cfg.image_size])
+    sizes = {c.cfg.image_size for c in candidates}
+    if data is None or not sizes <= set(data.arrays):
+        data = load_trial_data(data_dir, sorted(sizes))
     log(
-        f"refit: retraining trial {best.trial_id} ({cfg.arch}) for {cfg.max_epochs} epochs on the train split"
+        f"refit: {len(candidates)} member(s) (trials {', '.join(c.trial_id for c in candidates)}), "
+        f"TTA {'on' if tta else 'off'}"
     )
-    model, val, best_epoch, history = _fit_best_epoch(cfg, data, log, progress)
-    ev = evaluate(model, cfg, data, cached_split(data_dir, HOLDOUT, cfg.image_size), val=val)
-
-    names = class_names()
-    f1_05, f1_tuned, val_tuned = (
-        ev.holdout_f1(tuned=False),
-        ev.holdout_f1(tuned=True),
-        ev.val_f1_tuned(),
-    )
-    train_labels = data.split(cfg.image_size, TRAIN).labels
-    metrics: dict[str, Any] = {
-        "trial_id": best.trial_id,
-        "arch": cfg.arch,
-        "epochs": cfg.max_epochs,
-        "best_epoch": best_epoch,
-        **ev.headline(),
-        "holdout_samples": len(ev.holdout_ids),
-        "trivial_holdout_macro_f1": trivial_baselines(train_labels, ev.holdout.targets, cfg.seed),
-        "per_class": [
-            {
-                "index": k,
-                "name": names[k],
-                "threshold": float(ev.thresholds.thresholds_[k]),
-                "holdout_f1@0.5": float(f1_05[k]),
-                "holdout_f1": float(f1_tuned[k]),
-                "val_f1_tuned": float(val_tuned[k]),
-                "train_positives": int(data.train_positives[k]),
-                "holdout_positives": int(ev.holdout.targets[:, k].sum()),
-            }
-            for k in range(len(names))
-        ],
+    members = obtain_members(exp_dir, candidates, data, log, progress)
+    holdouts = {size: cached_split(data_dir, HOLDOUT, size) for size in sizes}
+    _same_samples(data, holdouts, sizes)
+    probs = [_member_probs(m, data, holdouts[m.cfg.image_size]) for m in members]
+    first = members[0].cfg.image_size
+    val_targets = data.split(first, VAL).labels
+    holdout_targets = holdouts[first].labels
+    train_rates = data.train_positives / max(data.n_train, 1)
+    scores = {
+        name: score_predictor(val_targets, v, holdout_targets, h, train_rates, members[0].cfg.seed)
+        for name, (v, h) in _candidate_predictors(probs).items()
     }
+    final_name = predictor_name(len(members) > 1, tta)
+    final = scores[final_name]
+    final_val, final_holdout = _candidate_predictors(probs)[final_name]
+    metrics = _metrics(
+        members, final_name, final, scores, data, val_targets, final_val, holdout_targets
+    )
+    metrics["holdout_samples"] = len(holdout_targets)
+    metrics["trivial_holdout_macro_f1"] = trivial_baselines(
+        data.split(first, TRAIN).labels, holdout_targets, members[0].cfg.seed
+    )
     out = exp_dir / REFIT_DIR
-    mean, std = data.channel_stats[cfg.image_size]
-    info = {
-        "image_size": cfg.image_size,
-        "channels": cfg.channels,
-        "mean": mean,
-        "std": std,
-        "class_names": list(names),
-        "train_positives": [int(c) for c in data.train_positives],
-        "node_id": node_id,
-    }
-    _write_refit(out, cfg, model, ev, metrics, history, info)
-    val_split = data.split(cfg.image_size, VAL)  # the order ev.val was predicted in
+    _write_refit(out, members, data, final_name, final, metrics, tta, node_id)
+    np.savez_compressed(
+        out / PREDICTIONS_FILE,
+        val_probs=final_val,
+        val_targets=val_targets,
+        holdout_probs=final_holdout,
+        holdout_targets=holdout_targets,
+        holdout_ids=np.asarray(holdouts[first].ids, dtype=str),
+    )
+    val_split = data.split(first, VAL)
     log_refit(
         tensorboard_dir(exp_dir),
-        history,
-        ev.val.probs,
-        ev.val.targets,
-        ev.thresholds.thresholds_,
+        members[0].history,
+        final_val,
+        val_targets,
+        final.thresholds,
         val_split.images,
         val_split.ids,
     )
     return RefitResult(out, metrics)
 
 
+def _metrics(
+    members: list[Member],
+    final_name: str,
+    final: PredictorScores,
+    scores: dict[str, PredictorScores],
+    data: TrialData,
+    val_targets: np.ndarray,
+    final_val: np.ndarray,
+    holdout_targets: np.ndarray,
+) -> dict[str, Any]:
+    """``metrics.json``: the final predictor's headline, then every predictor and method."""
+    names = class_names()
+    winner = members[0]
+    return {
+        "trial_id": winner.trial_id,
+        "arch": winner.cfg.arch,
+        "epochs": winner.cfg.max_epochs,
+        "best_epoch": winner.best_epoch,
+        "predictor": final_name,
+        "threshold_method": final.method,
+        "members": [m.trial_id for m in members],
+        "val_macro_f1@0.5": macro_f1(val_targets, final_val),
+        "val_macro_f1_tuned": float(final.val_class_f1.mean()),
+        "holdout_macro_f1@0.5": float(final.holdout_class_f1_05.mean()),
+        "holdout_macro_f1_tuned": float(final.holdout_class_f1.mean()),
+        "predictors": {name: s.summary() for name, s in scores.items()},
+        "per_class": [
+            {
+                "index": k,
+                "name": names[k],
+                "threshold": float(final.thresholds[k]),
+                "holdout_f1@0.5": float(final.holdout_class_f1_05[k]),
+                "holdout_f1": float(final.holdout_class_f1[k]),
+                "val_f1_tuned": float(final.val_class_f1[k]),
+                "train_positives": int(data.train_positives[k]),
+                "holdout_positives": int(holdout_targets[:, k].sum()),
+            }
+            for k in range(len(names))
+        ],
+    }
+
+
 def _write_refit(
     out: Path,
-    cfg: TrialConfig,
-    model: torch.nn.Module,
-    ev: Evaluation,
+    members: list[Member],
+    data: TrialData,
+    final_name: str,
+    final: PredictorScores,
     metrics: dict[str, Any],
-    history: list[dict],
-    info: dict[str, Any],
+    tta: bool,
+    node_id: str | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / MODEL_FILE)
-    (out / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2) + "\n")
+    winner = members[0]
+    # The winner alone at the top level, as before; the whole predictor in ensemble.json.
+    torch.save(winner.model.state_dict(), out / MODEL_FILE)
+    (out / CONFIG_FILE).write_text(winner.cfg.model_dump_json(indent=2) + "\n")
+    stats = {str(s): {"mean": m, "std": d} for s, (m, d) in data.channel_stats.items()}
+    ensemble = {
+        "predictor": final_name,
+        "tta": tta,
+        "members": save_members(out, members),
+        "channel_stats": stats,
+    }
+    (out / ENSEMBLE_FILE).write_text(json.dumps(ensemble, indent=2) + "\n")
     thresholds = {
-        "thresholds": ev.thresholds.to_list(),
+        "thresholds": [float(t) for t in final.thresholds],
+        "method": final.method,
         "classes": list(class_names()),
         "tuned_on": VAL,
     }
     (out / THRESHOLDS_FILE).write_text(json.dumps(thresholds, indent=2) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    mean, std = data.channel_stats[winner.cfg.image_size]
+    info = {
+        "image_size": winner.cfg.image_size,
+        "channels": winner.cfg.channels,
+        "mean": mean,
+        "std": std,
+        "class_names": list(class_names()),
+        "train_positives": [int(c) for c in data.train_positives],
+        "node_id": node_id,
+    }
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    pd.DataFrame(history).to_csv(out / HISTORY_FILE, index=False)
-    np.savez_compressed(
-        out / PREDICTIONS_FILE,
-        val_probs=ev.val.probs,
-        val_targets=ev.val.targets,
-        holdout_probs=ev.holdout.probs,
-        holdout_targets=ev.holdout.targets,
-        holdout_ids=np.asarray(ev.holdout_ids, dtype=str),
-    )
+    pd.DataFrame(winner.history).to_csv(out / HISTORY_FILE, index=False)

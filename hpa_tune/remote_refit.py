@@ -28,7 +28,12 @@ Event = tuple[Any, ...]
 
 
 def _run_refit(
-    location: str, all_trials: bool, threads: int, emit: Callable[[Event], None]
+    location: str,
+    all_trials: bool,
+    threads: int,
+    emit: Callable[[Event], None],
+    top_k: int | None = None,
+    tta: bool | None = None,
 ) -> None:
     """The work of the task: refit, then optionally score every trial; reports through ``emit``."""
     import torch
@@ -48,7 +53,9 @@ def _run_refit(
 
     with local_experiment(location) as exp_dir:
         result = refit(
-            exp_dir, None, log=log, progress=lambda d, t: emit(("progress", d, t)), node_id=node_id
+            exp_dir, None, log=log, progress=lambda d, t: emit(("progress", d, t)), node_id=node_id,
+            top_k=top_k,
+            tta=tta,
         )
         if all_trials:
             score_trials(exp_dir, None, log=log)
@@ -61,13 +68,19 @@ def _gpu_ids() -> list[Any]:
     return list(ray.get_gpu_ids())
 
 
-def refit_events(exp_dir: str, all_trials: bool, threads: int) -> Iterator[Event]:
+def refit_events(
+    exp_dir: str,
+    all_trials: bool,
+    threads: int,
+    top_k: int | None = None,
+    tta: bool | None = None,
+) -> Iterator[Event]:
     """The Ray task (a streaming generator): the refit runs in a thread, its events are yielded."""
     events: queue.Queue[Event] = queue.Queue()
 
     def work() -> None:
         try:
-            _run_refit(exp_dir, all_trials, threads, events.put)
+            _run_refit(exp_dir, all_trials, threads, events.put, top_k, tta)
             events.put(("done",))
         except BaseException as exc:  # re-raised in the generator, so Ray hands it to the driver
             events.put(("error", exc))
@@ -97,6 +110,8 @@ def refit_on_ray(
     log: Callable[[str], Any] = print,
     progress: Progress | None = None,
     all_trials: bool = False,
+    top_k: int | None = None,
+    tta: bool | None = None,
 ) -> RefitResult:
     """Run ``refit`` (and ``score_trials`` when ``all_trials``) as a Ray task; joins Ray if needed.
 
@@ -117,7 +132,7 @@ def refit_on_ray(
     )
     result: RefitResult | None = None
     try:
-        stream = task.remote(location, all_trials, max(1, int(res.cpus)))
+        stream = task.remote(location, all_trials, max(1, int(res.cpus)), top_k, tta)  # type: ignore[call-arg]
         for ref in stream:  # type: ignore[attr-defined]  # a streaming generator, not one ref
             event = ray.get(ref)
             if event[0] == "log":

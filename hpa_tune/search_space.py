@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import optuna
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpa_tune.config import TrialConfig, config_keys, make_trial_config
 from hpa_tune.errors import HpaTuneError
@@ -96,11 +96,31 @@ class SchedulerSpec(_Strict):
 
 
 class SamplerSpec(_Strict):
-    """Optuna TPE settings."""
+    """Optuna TPE settings. ``n_startup_trials: auto`` scales with the budget (see
+    :func:`startup_trials`)."""
 
     type: Literal["tpe"] = "tpe"
-    n_startup_trials: int = Field(4, ge=0)
+    n_startup_trials: int | Literal["auto"] = Field("auto")
     multivariate: bool = True
+
+    @field_validator("n_startup_trials")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return v
+
+
+def startup_trials(setting: int | str, num_samples: int, n_points: int) -> int:
+    """Trials TPE leaves to random sampling before it models the space.
+
+    ``auto``: the ``n_points`` configurations of ``points_to_evaluate`` plus a quarter of the
+    remaining budget (at least 2), so that a small search still spends most trials on TPE's
+    suggestions, and a 6-trial search is not pure random search. A number is used as given.
+    """
+    if setting != "auto":
+        return int(setting)
+    return n_points + max(2, (num_samples - n_points) // 4)
 
 
 class Resources(_Strict):
@@ -406,8 +426,11 @@ def pin_values(spec: SpaceSpec, values: dict[str, Any]) -> SpaceSpec:
 
     A pinned key leaves the search: parameters that set it are removed, conditions on them are
     resolved against the pinned value (kept parameters lose that condition, others are removed),
-    and the pinned values join ``fixed``.
+    and the pinned values join ``fixed``. Pinning ``pretrained`` to ``none`` also pins ``freeze``
+    to ``none`` (unless it is pinned too): frozen random weights learn nothing.
     """
+    if values.get("pretrained") == "none" and "freeze" not in values:
+        values = {**values, "freeze": "none"}
     params = dict(spec.params)
     removed: dict[str, Any] = {
         name: values[spec.config_key(name)] for name in params if spec.config_key(name) in values

@@ -103,6 +103,7 @@ def make_loader(
         augment=train and cfg.augment,
         seed=cfg.seed,
         device=device,
+        drop_single_last=train,
     )
 
 

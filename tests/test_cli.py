@@ -67,3 +67,20 @@ def test_unknown_set_key_is_an_error_listing_the_valid_keys(tmp_path):
     result = invoke("run", str(SPACES[0]), "--set", "learning_rate=0.1", "--storage", str(tmp_path))
     assert result.exit_code == 2
     assert "learning_rate" in result.output and "lr" in result.output.split("valid keys:")[1]
+
+
+@pytest.mark.parametrize(
+    "fixed",
+    [
+        {"arch": "resnet18", "pretrained": "none", "freeze": "layer3"},
+        {"arch": "densenet121", "pretrained": "none", "freeze": "classifier"},
+    ],
+)
+def test_check_refuses_frozen_layers_without_pretrained_weights_in_one_line(tmp_path, fixed):
+    path = tmp_path / "nonsense.yaml"
+    path.write_text(yaml.safe_dump({"fixed": fixed}))
+    result = invoke("check", str(path))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]  # check prints the space's header, then this
+    assert "nonsense" in error and "frozen random weights" in error and fixed["freeze"] in error

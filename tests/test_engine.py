@@ -17,7 +17,7 @@ def cfg(**kw):
 
 
 def test_constant_schedule_with_warmup_ramps_linearly():
-    c = cfg(warmup_epochs=2)
+    c = cfg(warmup_epochs=2, lr_schedule="constant")
     assert lr_at(1.0, c) == pytest.approx(0.05, rel=1e-3)
     assert lr_at(2.0, c) == lr_at(9.9, c) == 0.1
 
@@ -42,6 +42,19 @@ def test_onecycle_peaks_at_thirty_percent():
     assert lr_at(3, c) == pytest.approx(0.1)
     assert lr_at(10, c) == pytest.approx(0.1 / 1e4)
     assert lr_at(3, c) > lr_at(6, c) > lr_at(9, c)
+
+
+def test_onecycle_with_warmup_peaks_when_the_warmup_ends():
+    c = cfg(lr_schedule="onecycle", warmup_epochs=1)
+    assert lr_at(0, c) == pytest.approx(0.1 / 25)
+    assert lr_at(0.5, c) == pytest.approx(0.1 / 25 + (0.1 - 0.1 / 25) / 2)
+    assert lr_at(1, c) == pytest.approx(0.1)
+    assert lr_at(1, c) > lr_at(3, c) > lr_at(9, c)
+    assert lr_at(10, c) == pytest.approx(0.1 / 1e4)
+
+
+def test_cosine_is_the_default_schedule():
+    assert TrialConfig().lr_schedule == "cosine"
 
 
 @pytest.mark.parametrize(

@@ -181,3 +181,13 @@ def test_cpu_batches_reuse_memory_once_released():
 def test_unknown_channel_set_is_rejected():
     with pytest.raises(ValueError, match="rgby"):
         BatchLoader(_arrays(), 2, channels="rgbx")
+
+
+def test_a_training_loader_drops_a_last_batch_of_one_sample():
+    data = _arrays(n=9)
+    train = BatchLoader(data, 4, shuffle=True, drop_single_last=True)
+    sizes = [len(x) for x, _ in train]
+    assert sizes == [4, 4] and len(train) == 2
+    # Evaluation keeps every sample, and a larger last batch is never dropped.
+    assert [len(x) for x, _ in BatchLoader(data, 4)] == [4, 4, 1]
+    assert [len(x) for x, _ in BatchLoader(_arrays(n=10), 4, drop_single_last=True)] == [4, 4, 2]

@@ -166,12 +166,12 @@ def test_bad_in_chans_names_the_valid_values(in_chans):
         create_model("baseline_cnn", in_chans=in_chans)
 
 
-def test_adapt_input_conv_keeps_rgb_and_fills_yellow_with_rgb_mean():
+def test_adapt_input_conv_keeps_rgb_and_starts_yellow_at_zero():
     rgb = torch.randn(8, 3, 5, 5)
     rgby = adapt_input_conv(rgb, 4)
     assert rgby.shape == (8, 4, 5, 5)
     assert torch.equal(rgby[:, :3], rgb)
-    torch.testing.assert_close(rgby[:, 3], (rgb[:, 0] + rgb[:, 1] + rgb[:, 2]) / 3)
+    assert torch.equal(rgby[:, 3], torch.zeros_like(rgb[:, 0]))
     assert adapt_input_conv(rgb, 3) is rgb
     assert torch.equal(adapt_input_conv(rgby, 3), rgb)
     with pytest.raises(ValueError, match="in_chans"):
@@ -196,7 +196,7 @@ def test_local_pretrained_state_dict_loads(tmp_path, name, stem, head):
     path = _save(saved, tmp_path / f"{name}.pth")
     loaded = create_model(name, in_chans=4, pretrained=str(path)).state_dict()
     assert torch.equal(loaded[stem][:, :3], saved[stem])
-    torch.testing.assert_close(loaded[stem][:, 3], saved[stem].mean(dim=1))
+    assert torch.equal(loaded[stem][:, 3], torch.zeros_like(saved[stem][:, 0]))
     assert loaded[f"{head}.weight"].shape == (28, saved[f"{head}.weight"].shape[1])
     for key, value in saved.items():
         if key != stem and not key.startswith(head + "."):
@@ -330,3 +330,22 @@ def test_capsnet_parameter_count_barely_grows_with_image_size():
         logits = model(_batch(4, size))
         assert logits.shape == (2, 28)
         logits.sum().backward()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_pretrained_rgby_model_answers_like_the_rgb_model_for_an_empty_normalised_yellow(
+    tmp_path, name
+):
+    torch.manual_seed(2)
+    path = _save(torchvision.models.get_model(name, weights=None).state_dict(), tmp_path / "w.pth")
+    torch.manual_seed(3)
+    rgb_model = create_model(name, in_chans=3, pretrained=str(path)).eval()
+    torch.manual_seed(3)  # the same fresh 28-class head in both
+    rgby_model = create_model(name, in_chans=4, pretrained=str(path)).eval()
+    mean, std = 0.08, 0.12  # a yellow channel's train statistics, as the loader applies them
+    x = torch.randn(2, 4, 64, 64)
+    x[:, 3] = (0.0 - mean) / std  # an empty (all-zero) yellow channel after normalisation
+    with torch.no_grad():
+        torch.testing.assert_close(rgby_model(x), rgb_model(x[:, :3]))
+        x[:, 3] = torch.randn(2, 64, 64)  # and whatever yellow holds, before training
+        torch.testing.assert_close(rgby_model(x), rgb_model(x[:, :3]))

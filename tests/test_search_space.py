@@ -22,7 +22,7 @@ from hpa_tune.search_space import (
 SPACES = sorted(Path(__file__).resolve().parents[1].joinpath("search_spaces").glob("*.yaml"))
 
 CONDITIONAL = {
-    "fixed": {"image_size": 64},
+    "fixed": {"image_size": 64, "pretrained": "imagenet"},
     "params": {
         "resnet_freeze": {
             "type": "categorical",
@@ -83,7 +83,7 @@ def test_define_by_run_returns_constants_and_does_no_other_work():
 def test_replay_of_a_fixed_configuration_gives_the_same_trial_config():
     spec = parse_space(CONDITIONAL)
     params = {"arch": "resnet18", "resnet_freeze": "fc", "lr": 0.01, "batch_size": 32}
-    cfg = replay(spec, params, {"image_size": 64})
+    cfg = replay(spec, params, {"image_size": 64, "pretrained": "imagenet"})
     assert (cfg.arch, cfg.freeze, cfg.lr, cfg.batch_size, cfg.image_size) == (
         "resnet18",
         "fc",
@@ -209,3 +209,14 @@ def test_study_table_enumerates_the_six_study_configurations():
         ("densenet161", "ln", "bce", "denseblock4", "step", 0.0001),
     }
     assert spec.scheduler.type == "fifo" and spec.budget.num_samples == 6 and spec.score_all_trials
+
+
+def test_pinning_pretrained_none_also_unfreezes_so_no_sampled_config_trains_frozen_random_weights():
+    spec = parse_space(CONDITIONAL)
+    pinned = pin_values(spec, {"pretrained": "none"})
+    assert not {"resnet_freeze", "densenet_freeze"} & set(pinned.params)
+    assert all(cfg.freeze == "none" for _, cfg in preview_configs(pinned, dict(pinned.fixed), n=8))
+    # An explicit freeze pin is kept, and the nonsense it makes is refused.
+    with pytest.raises(HpaTuneError, match="frozen random weights"):
+        explicit = pin_values(spec, {"pretrained": "none", "arch": "resnet18", "freeze": "fc"})
+        preview_configs(explicit, dict(explicit.fixed), n=1)

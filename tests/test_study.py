@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import torchvision
 import yaml
 from click.testing import CliRunner
 
@@ -28,8 +30,13 @@ MIXED = {
 
 
 def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(ray_runtime, sample_shards, tmp_path):
+    # Frozen layers need pretrained weights (frozen random ones are refused): a local weights file.
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
     space = tmp_path / "mixed.yaml"
-    space.write_text(yaml.safe_dump(MIXED))
+    resnet_pretrained = {"type": "categorical", "choices": [str(weights)], "when": {"arch": "resnet18"},
+                         "sets": "pretrained"}
+    space.write_text(yaml.safe_dump({**MIXED, "params": {**MIXED["params"], "resnet_pretrained": resnet_pretrained}}))
     result = CliRunner().invoke(main, ["run", str(space), "--data", str(sample_shards), "--storage",
                                        str(tmp_path), "--name", "mixed", "--no-refit", "--quiet"])
     assert result.exit_code == 0, result.output

@@ -169,7 +169,13 @@ def _results(plan: Any, records: list[Any]) -> None:
     )
 
 
-def _refit_and_print(location: str | Path, all_trials: bool = False, on_ray: bool = False) -> None:
+def _refit_and_print(
+    location: str | Path,
+    all_trials: bool = False,
+    on_ray: bool = False,
+    top_k: int | None = None,
+    tta: bool | None = None,
+) -> None:
     """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
     Ray task with the trials' resources (a GPU worker on a cluster)."""
     from hpa_tune.evaluation import score_trials
@@ -180,12 +186,19 @@ def _refit_and_print(location: str | Path, all_trials: bool = False, on_ray: boo
     bar, update = progress_bar("refit epochs")
     if on_ray:  # the task stages a bucket experiment itself, where it runs
         with bar:
-            result = refit_on_ray(location, log=click.echo, progress=update, all_trials=all_trials)
+            result = refit_on_ray(
+                location,
+                log=click.echo,
+                progress=update,
+                all_trials=all_trials,
+                top_k=top_k,
+                tta=tta,
+            )
         _print_refit(result, location)
         return
     with local_experiment(location) as exp_dir:
         with bar:
-            result = run_refit(exp_dir, log=click.echo, progress=update)
+            result = run_refit(exp_dir, log=click.echo, progress=update, top_k=top_k, tta=tta)
         _print_refit(result, location)
         if all_trials:
             score_trials(exp_dir, log=click.echo)
@@ -193,12 +206,16 @@ def _refit_and_print(location: str | Path, all_trials: bool = False, on_ray: boo
 
 def _print_refit(result: Any, location: str | Path) -> None:
     from hpa_tune import storage
+    from hpa_tune.predictor_scores import predictor_table
 
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
+    for line in predictor_table(m["predictors"], m["predictor"]):
+        click.echo(line)
     click.echo(
-        f"holdout macro F1 @0.5: {m['holdout_macro_f1@0.5']:.4f}; tuned thresholds: "
-        f"{m['holdout_macro_f1_tuned']:.4f} (val, tuned: {m['val_macro_f1_tuned']:.4f}); "
+        f"final predictor: {m['predictor']} (trials {', '.join(m['members'])}), thresholds "
+        f"{m['threshold_method']} (chosen by cross-validation on val); holdout macro F1 "
+        f"{m['holdout_macro_f1_tuned']:.4f} (@0.5: {m['holdout_macro_f1@0.5']:.4f}); "
         f"trivial: all-positive {trivial['all_positive']:.4f}, class-prior {trivial['class_prior']:.4f}"
     )
     # A bucket experiment's refit was written to a staging copy and uploaded: name the bucket.
@@ -243,8 +260,22 @@ def resume(experiment_dir: str, no_refit: bool) -> None:
 @click.option(
     "--all-trials", is_flag=True, help="Also score every trial's best checkpoint on the holdout."
 )
-def refit(experiment_dir: str, all_trials: bool) -> None:
-    """Retrain the winner of EXPERIMENT_DIR, tune per-class thresholds on val, score the holdout.
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ensemble of the K best distinct configurations (default 1: the winner alone).",
+)
+@click.option(
+    "--tta/--no-tta",
+    default=None,
+    help="Average each image's 8 flips/rotations (default on).",
+)
+def refit(
+    experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | None
+) -> None:
+    """Retrain (or reuse) the K best configurations of EXPERIMENT_DIR, average them (TTA: over
+    the 8 flips/rotations), choose thresholds on val, and score the holdout.
 
     \b
     EXPERIMENT_DIR may be on object storage (s3://..., gs://...): it is synced to a local staging
@@ -253,6 +284,10 @@ def refit(experiment_dir: str, all_trials: bool) -> None:
     """
     # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.
     _refit_and_print(
-        experiment_dir, all_trials=all_trials, on_ray=bool(os.environ.get("RAY_ADDRESS"))
+        experiment_dir,
+        all_trials=all_trials,
+        on_ray=bool(os.environ.get("RAY_ADDRESS")),
+        top_k=top_k,
+        tta=tta,
     )
     click.echo(f"experiment: {experiment_dir}")

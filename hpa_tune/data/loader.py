@@ -181,6 +181,8 @@ class BatchLoader:
         shuffle: a new permutation each epoch (see ``set_epoch``), reproducible from ``seed``.
         augment: random flips and 90° rotations (microscopy has no orientation).
         device: where batches are delivered.
+        drop_single_last: leave out a last batch of one sample (training: BatchNorm cannot
+            normalise a single sample on a 1x1 map).
     """
 
     def __init__(
@@ -195,11 +197,16 @@ class BatchLoader:
         augment: bool = False,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        drop_single_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size = data, batch_size
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
+        self._n_used = (
+            len(data) - 1 if drop_single_last and len(data) % batch_size == 1 else len(data)
+        )
+        self._n_used = max(self._n_used, 1)
         self.device = torch.device(device)
         self.channel_idx = channel_indices(channels)
         # RGB and RGBY are leading channels of the stored order, so a slice (no copy) suffices.
@@ -225,14 +232,14 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
+        return (self._n_used + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        for start in range(0, n, self.batch_size):
+        for start in range(0, self._n_used, self.batch_size):
             idx = np.sort(order[start : start + self.batch_size])
             codes = torch.randint(0, 8, (len(idx),), generator=generator) if self.augment else None
             if self.device.type == "cpu":

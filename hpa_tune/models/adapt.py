@@ -31,8 +31,11 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     The rule (hpa-tune images are stored red, green, blue, yellow):
 
     * RGB weight, ``in_chans=4``: the red, green and blue filters are kept unchanged and the
-      yellow filter is the mean of the three RGB filters. Nothing is rescaled, so an image whose
-      yellow channel is zero gives exactly the pretrained RGB response.
+      yellow filter starts at zero, so before training the model's response is exactly the
+      pretrained RGB response whatever the yellow channel holds. (The loader normalises yellow
+      with its train mean/std, so an *empty* yellow channel arrives as ``-mean/std``, not 0: a
+      non-zero initial yellow filter would shift every stem activation.) Training learns the
+      yellow filter from there; its gradient does not depend on its value.
     * RGBY weight, ``in_chans=3``: the yellow filter is dropped.
     * Weight already has ``in_chans`` channels: returned unchanged (the same tensor).
 
@@ -56,7 +59,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
         return weight
     if in_chans == 3:
         return weight[:, :3].clone()
-    yellow = weight.float().mean(dim=1, keepdim=True).to(weight.dtype)
+    yellow = torch.zeros_like(weight[:, :1])
     return torch.cat([weight, yellow], dim=1)
 
 
