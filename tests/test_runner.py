@@ -3,13 +3,21 @@ then refit and predict through the CLI — the files a user relies on."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
+from hpa_tune.data.loader import BatchLoader, load_split
+from hpa_tune.ensemble import predict_probs
+from hpa_tune.evaluation import load_checkpoint_model
+from hpa_tune.thresholds import at_least_one_label
+from hpa_tune.trainable import load_trial_data, make_loader
 
 pytestmark = pytest.mark.ray
 
@@ -93,8 +101,47 @@ def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_exper
     assert len(metrics["per_class"]) == 28
     assert {"name", "threshold", "holdout_f1"} <= set(metrics["per_class"][0])
     assert len(json.loads((refit / "thresholds.json").read_text())["thresholds"]) == 28
-    # Tuning on val can only help on val.
-    assert metrics["val_macro_f1_tuned"] >= metrics["val_macro_f1@0.5"]
+    # The final predictor's method is the one with the best cross-validated val score.
+    final = metrics["predictors"][metrics["predictor"]]
+    assert final["threshold_method"] == metrics["threshold_method"]
+    assert final["val_cv_macro_f1"][final["threshold_method"]] == max(final["val_cv_macro_f1"].values())
+    assert metrics["holdout_macro_f1_tuned"] == pytest.approx(final["holdout_macro_f1"][metrics["threshold_method"]])
+
+
+def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(searched_experiment):
+    exp_dir, output = searched_experiment
+    metrics = json.loads((exp_dir / "refit" / "metrics.json").read_text())
+    assert metrics["predictor"] == "ensemble_tta" and len(metrics["members"]) == 3
+    assert set(metrics["predictors"]) == {"single", "single_tta", "ensemble", "ensemble_tta"}
+    for scores in metrics["predictors"].values():
+        assert set(scores["holdout_macro_f1"]) == {"fixed_0.5", "global", "class_ratio", "shrunk", "per_class"}
+    assert "> ensemble_tta" in output and "class_ratio" in output
+
+
+def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(searched_experiment, sample_shards):
+    exp_dir, _ = searched_experiment
+    refit = exp_dir / "refit"
+    index = json.loads((refit / "ensemble.json").read_text())
+    data = load_trial_data(sample_shards, [32])
+    member_probs = []
+    for entry in index["members"]:
+        model, cfg = load_checkpoint_model(refit / entry["dir"])
+        member_probs.append(predict_probs(model, make_loader(cfg, data, "val", False, torch.device("cpu")), tta=True))
+    saved = np.load(refit / "predictions.npz")
+    np.testing.assert_allclose(saved["val_probs"], np.mean(member_probs, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_refit_reuses_the_checkpoint_of_a_trial_that_ran_to_the_end(searched_experiment):
+    exp_dir, _ = searched_experiment
+    index = json.loads((exp_dir / "refit" / "ensemble.json").read_text())
+    summary = pd.read_csv(exp_dir / "summary.csv", dtype={"trial_id": str}).set_index("trial_id")
+    for entry in index["members"]:
+        completed = summary.loc[entry["trial_id"], "status"] == "completed"
+        assert entry["reused_trial_checkpoint"] == completed
+        if completed:
+            saved = torch.load(Path(summary.loc[entry["trial_id"], "checkpoint"]) / "model.pt")
+            member = torch.load(exp_dir / "refit" / entry["dir"] / "model.pt")
+            assert all(torch.equal(saved[k], member[k]) for k in saved)
 
 
 def _read_submission(path):
@@ -121,6 +168,28 @@ def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_sh
         assert labels and all(0 <= label < 28 for label in labels)
 
 
+def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(searched_experiment, sample_shards, tmp_path):
+    exp_dir, _ = searched_experiment
+    refit = exp_dir / "refit"
+    out = tmp_path / "submission.csv"
+    result = CliRunner().invoke(main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    index = json.loads((refit / "ensemble.json").read_text())
+    test = load_split(sample_shards, "test", 32)
+    probs = []
+    for entry in index["members"]:
+        model, cfg = load_checkpoint_model(refit / entry["dir"])
+        stats = index["channel_stats"]["32"]
+        batches = BatchLoader(test, 16, channels=cfg.channels, mean=stats["mean"], std=stats["std"])
+        probs.append(predict_probs(model, batches, tta=index["tta"]))
+    thresholds = np.asarray(json.loads((refit / "thresholds.json").read_text())["thresholds"])
+    expected = at_least_one_label(np.mean(probs, axis=0), thresholds)
+    rows = _read_submission(out)
+    assert [sorted(int(t) for t in r["Predicted"].split()) for r in rows] == [
+        np.flatnonzero(row).tolist() for row in expected
+    ]
+
+
 def test_refit_command_reruns_from_the_experiment_directory(searched_experiment):
     exp_dir, _ = searched_experiment
     before = json.loads((exp_dir / "refit" / "metrics.json").read_text())
@@ -130,6 +199,19 @@ def test_refit_command_reruns_from_the_experiment_directory(searched_experiment)
     assert after["trial_id"] == before["trial_id"]
     # Same seed, same data, same replayed config: the refit is reproducible.
     assert after["holdout_macro_f1@0.5"] == pytest.approx(before["holdout_macro_f1@0.5"], abs=1e-6)
-    # Progress: a bar over the refit's epochs, and a line per epoch.
+    # Progress: a bar over the refit's epochs, and a line per epoch of each retrained member.
     assert "refit epochs" in result.output
-    assert result.output.count("refit epoch ") == after["epochs"]
+    retrained = [m for m in json.loads((exp_dir / "refit" / "ensemble.json").read_text())["members"]
+                 if not m["reused_trial_checkpoint"]]
+    assert result.output.count("refit epoch ") == after["epochs"] * len(retrained)
+
+
+def test_refit_top_k_1_without_tta_is_the_winner_alone(searched_experiment, tmp_path):
+    exp_dir, _ = searched_experiment
+    copy = tmp_path / "exp"
+    shutil.copytree(exp_dir, copy)
+    result = CliRunner().invoke(main, ["refit", str(copy), "--top-k", "1", "--no-tta"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((copy / "refit" / "metrics.json").read_text())
+    assert metrics["predictor"] == "single" and metrics["members"] == [metrics["trial_id"]]
+    assert set(metrics["predictors"]) == {"single", "single_tta"}

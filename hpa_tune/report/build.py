@@ -20,7 +20,7 @@ from hpa_tune.report.inputs import ExperimentInputs, load_inputs
 from hpa_tune.report.param_figures import importance_figure, param_vs_metric_figure
 from hpa_tune.report.per_class import per_class_figure, per_class_frame
 from hpa_tune.report.progress import asha_rungs, best_so_far, rung_cutoffs
-from hpa_tune.report.sections import overview, study_table_notes
+from hpa_tune.report.sections import overview, predictors_frame, study_table_notes
 from hpa_tune.report.study_table import header, study_table, to_markdown
 
 REPORT_DIR = "report"
@@ -170,12 +170,26 @@ def _per_class_section(inputs: ExperimentInputs, out: Path) -> page.Section:
         )
     frame = per_class_frame(m, inputs.train_samples)
     frame.to_csv(out / "per_class.csv", index=False)
+    predictors = predictors_frame(m)
+    predictors.to_csv(out / "predictors.csv", index=False)
     png = per_class_figure(
         frame, (m["holdout_macro_f1@0.5"], m["holdout_macro_f1_tuned"]), out / "per_class.png"
     )
+    candidates = (
+        page.notes(
+            [
+                "Holdout macro F1 of every refit candidate under every threshold method; each "
+                "candidate's method was chosen by cross-validation on val, never on the holdout."
+            ]
+        )
+        + page.table(predictors, digits=4)
+        if not predictors.empty
+        else ""
+    )
     return page.Section(
         "Per-class F1 of the refit model",
-        page.image(png, "per-class F1")
+        candidates
+        + page.image(png, "per-class F1")
         + page.notes(
             [
                 "Holdout F1 per class; thresholds were tuned on val only. "

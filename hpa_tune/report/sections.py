@@ -33,6 +33,22 @@ def study_table_notes(inputs: ExperimentInputs) -> list[str]:
     return notes
 
 
+def predictors_frame(refit_metrics: dict) -> pd.DataFrame:
+    """Holdout macro F1 of each refit candidate (single / ensemble, with / without TTA) under
+    each threshold method, with the method chosen on val and whether it is the final predictor."""
+    rows = []
+    for name, scores in refit_metrics.get("predictors", {}).items():
+        rows.append(
+            {
+                "predictor": name,
+                "final": "yes" if name == refit_metrics.get("predictor") else "",
+                "method chosen on val": scores["threshold_method"],
+                **{f"holdout F1 ({m})": v for m, v in scores["holdout_macro_f1"].items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _scheduler(inputs: ExperimentInputs) -> str:
     s = inputs.spec.scheduler
     if s.type == "fifo":
@@ -70,6 +86,11 @@ def overview(inputs: ExperimentInputs) -> page.Section:
                 "refit holdout macro F1",
                 f"{m['holdout_macro_f1@0.5']:.4f} at 0.5, "
                 f"{m['holdout_macro_f1_tuned']:.4f} with thresholds tuned on val",
+            ),
+            (
+                "refit predictor",
+                f"{m.get('predictor', 'single')} (trials {', '.join(m.get('members', [m['trial_id']]))}), "
+                f"thresholds: {m.get('threshold_method', 'per_class')}",
             ),
             (
                 "refit val macro F1 (tuned)",
