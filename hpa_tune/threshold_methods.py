@@ -13,10 +13,13 @@ gets a threshold tuned to those three); the other methods trade that variance fo
                  where ``n`` is the class's val positives: a rare class keeps mostly the global.
 ``class_ratio``  each class predicted positive for the same fraction of val samples as its train
                  frequency (the 2018 Kaggle winner's calibration); uses no val labels.
+``shrunk_ratio`` per-class thresholds pulled toward the class-ratio ones the same way: where a
+                 model's classes are calibrated differently (ln weights), one global threshold
+                 is a poor target, a class's own ratio threshold a better one.
 
 ``choose_method`` scores every method by K-fold cross-validation *within* val (fit on K-1 folds,
-predict the held-out fold, macro F1 of the pooled out-of-fold predictions) and returns the best;
-the holdout never enters.
+predict the held-out fold, macro F1 of the pooled out-of-fold predictions, averaged over three
+fold splits) and returns the best; the holdout never enters.
 """
 
 from __future__ import annotations
@@ -70,14 +73,18 @@ def per_class_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def shrunk_thresholds(
-    y_true: np.ndarray, probs: np.ndarray, strength: float = SHRINK_STRENGTH
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    strength: float = SHRINK_STRENGTH,
+    target: np.ndarray | float | None = None,
 ) -> np.ndarray:
-    """Per-class thresholds shrunk toward the global one by each class's count of positives."""
+    """Per-class thresholds shrunk toward ``target`` (default: the global threshold) by each
+    class's count of val positives ``n``: weight ``n / (n + strength)`` on the class's own."""
     n_pos = np.asarray(y_true).sum(axis=0).astype(np.float64)
     weight = n_pos / (n_pos + strength)
-    return weight * per_class_thresholds(y_true, probs) + (1 - weight) * global_threshold(
-        y_true, probs
-    )
+    if target is None:
+        target = global_threshold(y_true, probs)
+    return weight * per_class_thresholds(y_true, probs) + (1 - weight) * np.asarray(target)
 
 
 _METHODS: dict[str, ThresholdFit] = {
@@ -85,6 +92,7 @@ _METHODS: dict[str, ThresholdFit] = {
     "global": lambda y, p, r: np.full(p.shape[1], global_threshold(y, p)),
     "class_ratio": lambda y, p, r: class_ratio_thresholds(p, r),
     "shrunk": lambda y, p, r: shrunk_thresholds(y, p),
+    "shrunk_ratio": lambda y, p, r: shrunk_thresholds(y, p, target=class_ratio_thresholds(p, r)),
     "per_class": lambda y, p, r: per_class_thresholds(y, p),
 }
 
@@ -116,20 +124,28 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 
 def cross_validated_scores(
-    y_true: np.ndarray, probs: np.ndarray, train_rates: np.ndarray, folds: int = 5, seed: int = 0
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    train_rates: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    repeats: int = 3,
 ) -> dict[str, float]:
-    """Each method's macro F1 on val's out-of-fold predictions (fit on the other folds)."""
+    """Each method's macro F1 on val's out-of-fold predictions (fit on the other folds), averaged
+    over ``repeats`` different fold splits (a small val split makes one split's score noisy)."""
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
-    parts = _folds(len(y_true), max(2, min(folds, len(y_true))), seed)
-    scores = {}
-    for method in _METHODS:
-        pred = np.zeros_like(y_true, dtype=np.uint8)
-        for part in parts:
-            rest = np.setdiff1d(np.arange(len(y_true)), part)
-            thr = fit_thresholds(method, y_true[rest], probs[rest], train_rates)
-            pred[part] = probs[part] >= thr
-        scores[method] = float(per_class_f1(y_true, pred.astype(np.float64), 0.5).mean())
-    return scores
+    k = max(2, min(folds, len(y_true)))
+    scores = dict.fromkeys(_METHODS, 0.0)
+    for repeat in range(repeats):
+        parts = _folds(len(y_true), k, seed + repeat)
+        for method in _METHODS:
+            pred = np.zeros_like(y_true, dtype=np.uint8)
+            for part in parts:
+                rest = np.setdiff1d(np.arange(len(y_true)), part)
+                thr = fit_thresholds(method, y_true[rest], probs[rest], train_rates)
+                pred[part] = probs[part] >= thr
+            scores[method] += float(per_class_f1(y_true, pred.astype(np.float64), 0.5).mean())
+    return {m: v / repeats for m, v in scores.items()}
 
 
 def choose_method(

@@ -63,6 +63,19 @@ def test_shrunk_thresholds_lie_between_per_class_and_global_and_follow_the_posit
     assert shrunk_thresholds(y, p)[0] == pytest.approx(global_threshold(y, p))
 
 
+def test_shrunk_ratio_pulls_a_class_without_val_positives_to_its_class_ratio_threshold():
+    y, p = _val()
+    y[:, 2] = 0
+    rates = np.full(y.shape[1], 0.1)
+    thr = fit_thresholds("shrunk_ratio", y, p, rates)
+    assert thr[2] == pytest.approx(class_ratio_thresholds(p, rates)[2])
+    n = y[:, 5].sum()
+    expected = (n * per_class_thresholds(y, p)[5] + 10 * class_ratio_thresholds(p, rates)[5]) / (
+        n + 10
+    )
+    assert thr[5] == pytest.approx(expected)
+
+
 def test_unknown_method_is_named_with_the_valid_ones():
     y, p = _val()
     with pytest.raises(ValueError, match="per_class"):
