@@ -22,6 +22,17 @@ from hpa_tune.trainable import load_trial_data, make_loader
 
 pytestmark = pytest.mark.ray
 
+
+@pytest.fixture(scope="module")
+def ensemble_experiment(searched_experiment, tmp_path_factory):
+    """A copy of the searched experiment refit as a 3-member ensemble with TTA (the default is
+    the winner alone with TTA). Returns (experiment directory, CLI output)."""
+    copy = tmp_path_factory.mktemp("ensemble") / "exp"
+    shutil.copytree(searched_experiment[0], copy)
+    result = CliRunner().invoke(main, ["refit", str(copy), "--top-k", "3", "--tta"])
+    assert result.exit_code == 0, result.output
+    return copy, result.output
+
 def test_last_line_names_the_experiment_directory(searched_experiment):
     exp_dir, output = searched_experiment
     assert output.strip().splitlines()[-1] == f"experiment: {exp_dir}"
@@ -109,8 +120,8 @@ def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_exper
     assert metrics["holdout_macro_f1_tuned"] == pytest.approx(final["holdout_macro_f1"][metrics["threshold_method"]])
 
 
-def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(searched_experiment):
-    exp_dir, output = searched_experiment
+def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(ensemble_experiment):
+    exp_dir, output = ensemble_experiment
     metrics = json.loads((exp_dir / "refit" / "metrics.json").read_text())
     assert metrics["predictor"] == "ensemble_tta" and len(metrics["members"]) == 3
     assert set(metrics["predictors"]) == {"single", "single_tta", "ensemble", "ensemble_tta"}
@@ -119,8 +130,8 @@ def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(sear
     assert "> ensemble_tta" in output and "class_ratio" in output
 
 
-def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(searched_experiment, sample_shards):
-    exp_dir, _ = searched_experiment
+def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(ensemble_experiment, sample_shards):
+    exp_dir, _ = ensemble_experiment
     refit = exp_dir / "refit"
     index = json.loads((refit / "ensemble.json").read_text())
     data = load_trial_data(sample_shards, [32])
@@ -132,8 +143,8 @@ def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(searc
     np.testing.assert_allclose(saved["val_probs"], np.mean(member_probs, axis=0), rtol=1e-5, atol=1e-6)
 
 
-def test_refit_reuses_the_checkpoint_of_a_trial_that_ran_to_the_end(searched_experiment):
-    exp_dir, _ = searched_experiment
+def test_refit_reuses_the_checkpoint_of_a_trial_that_ran_to_the_end(ensemble_experiment):
+    exp_dir, _ = ensemble_experiment
     index = json.loads((exp_dir / "refit" / "ensemble.json").read_text())
     summary = pd.read_csv(exp_dir / "summary.csv", dtype={"trial_id": str}).set_index("trial_id")
     for entry in index["members"]:
@@ -169,8 +180,8 @@ def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_sh
         assert labels and all(0 <= label < 28 for label in labels)
 
 
-def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(searched_experiment, sample_shards, tmp_path):
-    exp_dir, _ = searched_experiment
+def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(ensemble_experiment, sample_shards, tmp_path):
+    exp_dir, _ = ensemble_experiment
     refit = exp_dir / "refit"
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)])
@@ -207,12 +218,18 @@ def test_refit_command_reruns_from_the_experiment_directory(searched_experiment)
     assert result.output.count("refit epoch ") == after["epochs"] * len(retrained)
 
 
-def test_refit_top_k_1_without_tta_is_the_winner_alone(searched_experiment, tmp_path):
+def test_the_default_refit_is_the_winner_alone_with_tta(searched_experiment):
     exp_dir, _ = searched_experiment
+    metrics = json.loads((exp_dir / "refit" / "metrics.json").read_text())
+    assert metrics["predictor"] == "single_tta" and metrics["members"] == [metrics["trial_id"]]
+    assert set(metrics["predictors"]) == {"single", "single_tta"}
+
+
+def test_refit_without_tta_uses_the_plain_predictions(ensemble_experiment, tmp_path):
     copy = tmp_path / "exp"
-    shutil.copytree(exp_dir, copy)
+    shutil.copytree(ensemble_experiment[0], copy)
     result = CliRunner().invoke(main, ["refit", str(copy), "--top-k", "1", "--no-tta"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((copy / "refit" / "metrics.json").read_text())
     assert metrics["predictor"] == "single" and metrics["members"] == [metrics["trial_id"]]
-    assert set(metrics["predictors"]) == {"single", "single_tta"}
+    assert not json.loads((copy / "refit" / "ensemble.json").read_text())["tta"]
