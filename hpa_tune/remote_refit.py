@@ -53,7 +53,11 @@ def _run_refit(
 
     with local_experiment(location) as exp_dir:
         result = refit(
-            exp_dir, None, log=log, progress=lambda d, t: emit(("progress", d, t)), node_id=node_id,
+            exp_dir,
+            None,
+            log=log,
+            progress=lambda d, t: emit(("progress", d, t)),
+            node_id=node_id,
             top_k=top_k,
             tta=tta,
         )
