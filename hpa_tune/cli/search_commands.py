@@ -271,9 +271,7 @@ def resume(experiment_dir: str, no_refit: bool) -> None:
     default=None,
     help="Average each image's 8 flips/rotations (default on).",
 )
-def refit(
-    experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | None
-) -> None:
+def refit(experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | None) -> None:
     """Retrain (or reuse) the K best configurations of EXPERIMENT_DIR, average them (TTA: over
     the 8 flips/rotations), choose thresholds on val, and score the holdout.
 
