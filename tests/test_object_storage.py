@@ -81,8 +81,9 @@ def test_two_concurrent_trials_fetch_and_decode_once_and_map_one_file(bucket_stu
     fetched = [line[3] for line in ours if line[2] == "fetched"]
     assert len(fetched) == len(set(fetched))  # every shard fetched once on this node
     assert {f.rsplit("/", 1)[1].split("-")[0] for f in fetched} >= {"train", "val"}
-    decoded = [line[3] for line in lines if line[2] == "decoded"]
-    assert len(decoded) == len(set(decoded))  # each split decoded once
+    # "decoded SPLIT@SIZE -> FILE": other tests' data sets decode the same split names elsewhere.
+    decoded = [(line[3], line[5]) for line in lines if line[2] == "decoded"]
+    assert len(decoded) == len(set(decoded))  # each split of each data set decoded once
     hits = [line for line in ours if line[2] == "hit"]
     assert hits  # later readers (the other trial, the refit) hit the cache
     train_maps = [line for line in lines if line[2] == "mapped" and "/train.images" in line[3]]
