@@ -3,6 +3,7 @@ report, all on ``s3://``; corrupt shards named; no credential ever written."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -86,7 +87,11 @@ def test_two_concurrent_trials_fetch_and_decode_once_and_map_one_file(bucket_stu
     assert len(decoded) == len(set(decoded))  # each split of each data set decoded once
     hits = [line for line in ours if line[2] == "hit"]
     assert hits  # later readers (the other trial, the refit) hit the cache
-    train_maps = [line for line in lines if line[2] == "mapped" and "/train.images" in line[3]]
+    # This data set's cache entry (other tests' data sets are mapped from entries of their own).
+    entry = hashlib.sha256(storage.read_bytes(f"{data}/manifest.json")).hexdigest()[:16]
+    train_maps = [
+        line for line in lines if line[2] == "mapped" and f"/{entry}-32/train.images" in line[3]
+    ]
     trial_pids = {line[1] for line in train_maps}
     assert len(trial_pids) >= 2  # the two trials (and the driver's refit) ...
     assert len({(line[3], line[4]) for line in train_maps}) == 1  # ... mapped one file
