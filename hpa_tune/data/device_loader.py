@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from hpa_tune.data.loader import SplitArrays, channel_indices
+from hpa_tune.data.loader import SplitArrays, channel_indices, samples_served
 
 # Rows copied to the device per step when a split is uploaded (bounds the host-side copy).
 _UPLOAD_ROWS = 512
@@ -107,8 +107,7 @@ class _FastLoaderBase:
             raise ValueError("a loader over an empty split has no batches")
         self.data, self.batch_size = data, batch_size
         # Training leaves out a last batch of one sample: BatchNorm cannot normalise it.
-        single_last = drop_single_last and len(data) % batch_size == 1 and len(data) > 1
-        self._n_used = len(data) - 1 if single_last else len(data)
+        self._n_used = samples_served(len(data), batch_size, drop_single_last)
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
         self.device = torch.device(device)
         self.channel_idx = channel_indices(channels)

@@ -167,6 +167,14 @@ class _FloatBuffers:
             return buf[:rows]
 
 
+def samples_served(n: int, batch_size: int, drop_single_last: bool) -> int:
+    """How many of ``n`` samples an epoch serves: all, less a last batch of one when asked
+    (BatchNorm cannot normalise a single sample)."""
+    if drop_single_last and n > 1 and n % batch_size == 1:
+        return n - 1
+    return n
+
+
 class BatchLoader:
     """Iterates a SplitArrays as (float images, float labels) batches on a device.
 
@@ -203,10 +211,7 @@ class BatchLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size = data, batch_size
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
-        self._n_used = (
-            len(data) - 1 if drop_single_last and len(data) % batch_size == 1 else len(data)
-        )
-        self._n_used = max(self._n_used, 1)
+        self._n_used = max(samples_served(len(data), batch_size, drop_single_last), 1)
         self.device = torch.device(device)
         self.channel_idx = channel_indices(channels)
         # RGB and RGBY are leading channels of the stored order, so a slice (no copy) suffices.
