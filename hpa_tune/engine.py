@@ -94,37 +94,47 @@ def _autocast(device: torch.device, amp: bool | None) -> torch.autocast | nullco
 
 
 class _PassCollector:
-    """Accumulates one pass's losses, probabilities and F1 counts batch by batch."""
+    """Accumulates one pass's losses, probabilities and targets batch by batch, on the device.
+
+    Nothing is copied to the host until ``result``: a per-batch ``.item()`` or ``.cpu()`` would
+    make the host wait for the GPU at every step instead of queueing the next one.
+    """
 
     def __init__(self) -> None:
-        self.losses: list[tuple[float, int]] = []
-        self.probs: list[np.ndarray] = []
-        self.targets: list[np.ndarray] = []
-        self.f1: F1Accumulator | None = None
+        self.losses: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
         self.start = time.perf_counter()
 
-    def add(self, loss: float, logits: torch.Tensor, y: torch.Tensor) -> None:
-        p = torch.sigmoid(logits.detach().float()).cpu().numpy()
-        t = y.cpu().numpy()
-        if self.f1 is None:
-            self.f1 = F1Accumulator(num_classes=t.shape[1])
-        self.f1.update(t, p)
-        self.losses.append((loss, len(t)))
-        self.probs.append(p)
-        self.targets.append(t)
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.losses.append(loss.detach().float().reshape(()))
+        self.sizes.append(len(y))
+        self.probs.append(torch.sigmoid(logits.detach().float()))
+        self.targets.append(y.detach())
+
+    def all_losses_finite(self) -> bool:
+        """Whether every batch loss so far is finite (one host sync)."""
+        return not self.losses or bool(torch.isfinite(torch.stack(self.losses)).all())
 
     def result(self, last_lr: float = 0.0) -> PassResult:
-        if self.f1 is None:
+        if not self.sizes:
             raise ValueError("a pass over an empty split has no result")
-        n = sum(k for _, k in self.losses)
-        p, t = np.concatenate(self.probs), np.concatenate(self.targets)
+        losses = torch.stack(self.losses).cpu().numpy().astype(np.float64)
+        probs = [p.cpu().numpy() for p in self.probs]
+        targets = [t.cpu().numpy() for t in self.targets]
+        f1 = F1Accumulator(num_classes=targets[0].shape[1])
+        for t, p in zip(targets, probs, strict=True):
+            f1.update(t, p)
+        sizes = np.asarray(self.sizes, dtype=np.float64)
+        n = int(sizes.sum())
         return PassResult(
-            loss=sum(v * k for v, k in self.losses) / n,
-            macro_f1=self.f1.compute(),
-            macro_f1_batch_avg=self.f1.batch_averaged(),
-            per_class_f1=self.f1.per_class(),
-            probs=p,
-            targets=t,
+            loss=float((losses * sizes).sum() / n),
+            macro_f1=f1.compute(),
+            macro_f1_batch_avg=f1.batch_averaged(),
+            per_class_f1=f1.per_class(),
+            probs=np.concatenate(probs),
+            targets=np.concatenate(targets),
             images_per_s=n / max(time.perf_counter() - self.start, 1e-9),
             last_lr=last_lr,
         )
@@ -162,10 +172,9 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(epoch + 1)
-        collected.add(loss_value, logits, y)
+        collected.add(loss, logits, y)
+    if not collected.all_losses_finite():  # checked once per epoch: no host sync per step
+        raise NonFiniteLossError(epoch + 1)
     return collected.result(last_lr=lr)
 
 
@@ -183,5 +192,6 @@ def predict(
     for x, y in batches:
         with _autocast(device, amp):
             logits = model(x).float()
-        collected.add(loss_fn(logits, y).item() if loss_fn is not None else 0.0, logits, y)
+        loss = loss_fn(logits, y) if loss_fn is not None else logits.new_zeros(())
+        collected.add(loss, logits, y)
     return collected.result()
