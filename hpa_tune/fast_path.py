@@ -137,6 +137,22 @@ def eval_loader(
     return PinnedPrefetchLoader(split, cfg.batch_size * EVAL_BATCH_FACTOR, **kw)
 
 
+def prediction_batches(
+    model: nn.Module,
+    cfg: TrialConfig,
+    split: SplitArrays,
+    stats: tuple[list[float], list[float]],
+) -> tuple[nn.Module, Loader]:
+    """``model`` prepared for a prediction pass over ``split``, and that pass's batches: the fast
+    path's (channels-last, pinned prefetch, larger batches) where ``cfg`` resolves to it.
+
+    One pass does not pay back a compile, so ``compile`` is ignored here.
+    """
+    device = next(model.parameters()).device
+    fast = replace(resolve_fast_path(cfg, device), compile=False)
+    return prepare_model(model, fast), eval_loader(cfg, split, stats, device, fast)
+
+
 def predict_split(
     model: nn.Module,
     cfg: TrialConfig,
@@ -144,11 +160,7 @@ def predict_split(
     stats: tuple[list[float], list[float]],
     loss_fn: nn.Module | None = None,
 ) -> PassResult:
-    """Predictions of ``model`` over a whole split, on the fast path where ``cfg`` resolves to it.
-
-    One pass does not pay back a compile, so ``compile`` is ignored here.
-    """
+    """Predictions of ``model`` over a whole split, on the fast path where ``cfg`` resolves to it."""
     device = next(model.parameters()).device
-    fast = replace(resolve_fast_path(cfg, device), compile=False)
-    model = prepare_model(model, fast)
-    return predict(model, eval_loader(cfg, split, stats, device, fast), loss_fn, fast.amp)
+    model, batches = prediction_batches(model, cfg, split, stats)
+    return predict(model, batches, loss_fn, resolve_fast_path(cfg, device).amp)

@@ -21,7 +21,7 @@ from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.decode import SampleError, decode_sample
 from hpa_tune.data.kaggle_layout import index_channel_files, read_submission_ids
-from hpa_tune.data.loader import BatchLoader, SplitArrays
+from hpa_tune.data.loader import SplitArrays
 from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
@@ -29,6 +29,7 @@ from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import REFIT_DIR
+from hpa_tune.fast_path import prediction_batches
 from hpa_tune.refit import ENSEMBLE_FILE, INFO_FILE, THRESHOLDS_FILE
 from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE
@@ -161,14 +162,7 @@ def predict_submission(
                 data, cfg.image_size, workers
             )
         arrays = arrays_by_size[cfg.image_size]
-        batches = BatchLoader(
-            arrays,
-            cfg.batch_size,
-            channels=cfg.channels,
-            mean=stats["mean"],
-            std=stats["std"],
-            device=next(model.parameters()).device,
-        )
+        model, batches = prediction_batches(model, cfg, arrays, (stats["mean"], stats["std"]))
         member_probs.append(predict_probs(model, batches, tta))
     probs = ensemble_mean(member_probs)
     labels = at_least_one_label(probs, thresholds)

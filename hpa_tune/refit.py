@@ -19,11 +19,12 @@ import pandas as pd
 import torch
 
 from hpa_tune.classes import class_names
-from hpa_tune.data.loader import BatchLoader, SplitArrays
+from hpa_tune.data.loader import SplitArrays
 from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
+from hpa_tune.fast_path import prediction_batches
 from hpa_tune.metrics import macro_f1
 from hpa_tune.predictor_scores import (
     ENSEMBLE,
@@ -36,7 +37,7 @@ from hpa_tune.predictor_scores import (
 )
 from hpa_tune.refit_members import Member, obtain_members, save_members, top_distinct_candidates
 from hpa_tune.tensorboard_log import log_refit, tensorboard_dir
-from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data, make_loader
+from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data
 
 Progress = Callable[[int, int], None]
 
@@ -90,15 +91,13 @@ class _MemberProbs:
 def _member_probs(member: Member, data: TrialData, holdout: SplitArrays) -> _MemberProbs:
     """Val and holdout probabilities of one member, plain and with TTA."""
     cfg = member.cfg
-    device = next(member.model.parameters()).device
-    mean, std = data.channel_stats[cfg.image_size]
-    val, hold = {}, {}
+    stats = data.channel_stats[cfg.image_size]
+    val: dict[bool, np.ndarray] = {}
+    hold: dict[bool, np.ndarray] = {}
     for tta in (False, True):
-        val[tta] = predict_probs(member.model, make_loader(cfg, data, VAL, False, device), tta)
-        batches = BatchLoader(
-            holdout, cfg.batch_size, channels=cfg.channels, mean=mean, std=std, device=device
-        )
-        hold[tta] = predict_probs(member.model, batches, tta)
+        for split, out in ((data.split(cfg.image_size, VAL), val), (holdout, hold)):
+            model, batches = prediction_batches(member.model, cfg, split, stats)
+            out[tta] = predict_probs(model, batches, tta)
     return _MemberProbs(val, hold)
 
 

@@ -136,3 +136,24 @@ def test_on_cuda_auto_trains_on_the_fast_path_with_data_on_the_gpu(trial_data):
     assert isinstance(train, DeviceArrayLoader) and train.images.is_cuda
     (outcome,) = run_epochs(cfg, trial_data, device=cuda)
     assert np.isfinite(outcome.metrics["val_loss"])
+
+
+def test_refit_and_predict_batches_take_the_fast_path_and_give_the_plain_paths_probabilities(
+    trial_data,
+):
+    from hpa_tune.ensemble import predict_probs
+    from hpa_tune.fast_path import prediction_batches
+
+    cfg = TrialConfig(image_size=32, batch_size=16, channels="rgb", fast_path="on")
+    split, stats = trial_data.split(32, VAL), trial_data.channel_stats[32]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    plain_model, plain = prediction_batches(
+        copy.deepcopy(model), cfg.model_copy(update={"fast_path": "off"}), split, stats
+    )
+    fast_model, fast = prediction_batches(copy.deepcopy(model), cfg, split, stats)
+    assert isinstance(plain, BatchLoader) and plain.batch_size == 16
+    assert isinstance(fast, PinnedPrefetchLoader) and fast.batch_size == 64
+    for tta in (False, True):
+        expected = predict_probs(plain_model, plain, tta)
+        np.testing.assert_allclose(predict_probs(fast_model, fast, tta), expected, atol=1e-4)
