@@ -48,7 +48,7 @@ from hpa_tune.search_space import (
     resolve_config,
     searched_values,
     split_trial_config,
-    startup_trials,
+    tpe_sampler,
 )
 from hpa_tune.staging import staging_dir
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
@@ -218,12 +218,8 @@ def _searcher(plan: RunPlan) -> Any:
 
     s = plan.spec.sampler
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per run
-    sampler = optuna.samplers.TPESampler(
-        seed=plan.record.seed,
-        n_startup_trials=startup_trials(
-            s.n_startup_trials, plan.record.num_samples, len(plan.spec.points_to_evaluate)
-        ),
-        multivariate=s.multivariate,
+    sampler = tpe_sampler(
+        s, plan.record.seed, plan.record.num_samples, len(plan.spec.points_to_evaluate)
     )
     return TruthfulOptunaSearch(
         max_epochs=plan.record.max_epochs,

@@ -9,6 +9,7 @@ work, and replaying a chosen configuration runs the same function on ``optuna.tr
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,20 @@ class SchedulerSpec(_Strict):
 
 class SamplerSpec(_Strict):
     """Optuna TPE settings. ``n_startup_trials: auto`` scales with the budget (see
-    :func:`startup_trials`)."""
+    :func:`startup_trials`).
+
+    ``multivariate`` models the parameters jointly; ``group`` (needs ``multivariate``) does so
+    per sub-space of parameters that were sampled together, so a conditional parameter is modelled
+    with the parents it appears with instead of falling back to independent sampling;
+    ``constant_liar`` counts trials still running as bad results, so trials that run in parallel
+    are not all suggested near the same point.
+    """
 
     type: Literal["tpe"] = "tpe"
     n_startup_trials: int | Literal["auto"] = Field("auto")
     multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
 
     @field_validator("n_startup_trials")
     @classmethod
@@ -109,6 +119,12 @@ class SamplerSpec(_Strict):
         if isinstance(v, int) and v < 0:
             raise ValueError("must be >= 0 or 'auto'")
         return v
+
+    @model_validator(mode="after")
+    def _group_needs_multivariate(self) -> SamplerSpec:
+        if self.group and not self.multivariate:
+            raise ValueError("group: true needs multivariate: true (or set group: false)")
+        return self
 
 
 def startup_trials(setting: int | str, num_samples: int, n_points: int) -> int:
@@ -121,6 +137,23 @@ def startup_trials(setting: int | str, num_samples: int, n_points: int) -> int:
     if setting != "auto":
         return int(setting)
     return n_points + max(2, (num_samples - n_points) // 4)
+
+
+def tpe_sampler(
+    spec: SamplerSpec, seed: int | None, num_samples: int, n_points: int = 0
+) -> optuna.samplers.TPESampler:
+    """The Optuna TPE sampler ``spec`` describes, for a search of ``num_samples`` trials of which
+    ``n_points`` come from ``points_to_evaluate``."""
+    with warnings.catch_warnings():
+        # group=True is marked experimental (since Optuna 2.8); say so once in the docs, not per run
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=startup_trials(spec.n_startup_trials, num_samples, n_points),
+            multivariate=spec.multivariate,
+            group=spec.group,
+            constant_liar=spec.constant_liar,
+        )
 
 
 class Resources(_Strict):

@@ -17,6 +17,7 @@ from hpa_tune.search_space import (
     resolve_config,
     sample_params,
     sampling_order,
+    tpe_sampler,
 )
 
 SPACES = sorted(Path(__file__).resolve().parents[1].joinpath("search_spaces").glob("*.yaml"))
@@ -127,6 +128,10 @@ def test_replay_with_a_missing_parameter_names_it():
         ),
         ({"metric": "accuracy"}, "metric: unknown 'accuracy'"),
         (
+            {"sampler": {"type": "tpe", "multivariate": False, "group": True}},
+            "sampler: group: true needs multivariate: true",
+        ),
+        (
             {
                 "params": {
                     "a": {
@@ -220,3 +225,43 @@ def test_pinning_pretrained_none_also_unfreezes_so_no_sampled_config_trains_froz
     with pytest.raises(HpaTuneError, match="frozen random weights"):
         explicit = pin_values(spec, {"pretrained": "none", "arch": "resnet18", "freeze": "fc"})
         preview_configs(explicit, dict(explicit.fixed), n=1)
+
+
+def _conditional_study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """A study whose ``momentum`` exists only in the trials that chose ``sgd``."""
+
+    def objective(trial: optuna.Trial) -> float:
+        optimizer = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        if optimizer == "sgd":
+            return lr * trial.suggest_float("momentum", 0.0, 0.99)
+        return lr
+
+    study = optuna.create_study(sampler=sampler)
+    study.enqueue_trial({"optimizer": "adam"})
+    study.enqueue_trial({"optimizer": "sgd"})
+    study.optimize(objective, n_trials=4)
+    return study
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_tpe_sampler_has_the_settings_of_the_spec(group):
+    spec = parse_space(
+        {"sampler": {"type": "tpe", "multivariate": True, "group": group, "constant_liar": False}}
+    ).sampler
+    sampler = tpe_sampler(spec, seed=0, num_samples=8)
+    study = _conditional_study(sampler)
+    modelled = sampler.infer_relative_search_space(study, study.trials[-1])
+    # group=True models the conditional parameter with the sub-space it was sampled in;
+    # plain multivariate TPE models only what every trial had and samples momentum on its own.
+    assert ("momentum" in modelled) is group
+    assert {"optimizer", "lr"} <= set(modelled)
+    assert sampler._constant_liar is False
+
+
+def test_tpe_defaults_are_multivariate_grouped_with_constant_liar_and_auto_start_up():
+    spec = parse_space({}).sampler
+    assert (spec.multivariate, spec.group, spec.constant_liar) == (True, True, True)
+    sampler = tpe_sampler(spec, seed=0, num_samples=13, n_points=1)
+    assert sampler._constant_liar is True
+    assert sampler._n_startup_trials == 1 + 3  # auto: the point + a quarter of the other 12
