@@ -123,3 +123,15 @@ def test_least_recently_used_entries_are_evicted_beyond_the_limit(tmp_path):
     newest = _entry(tmp_path, "dddd-64", 1000, used=300)
     assert evict(cache, keep=current) == [oldest, middle]
     assert current.exists() and newest.exists()
+
+
+@pytest.mark.parametrize(("split", "size", "message"), [("train", 224, "image size 224 was not prepared"), ("nope", 32, "no split 'nope'")])  # fmt: skip
+def test_a_split_or_size_that_was_not_prepared_is_named_as_the_plain_loader_names_it(
+    sample_shards, tmp_path, split, size, message
+):
+    with pytest.raises(HpaTuneError, match=message) as cached:
+        cached_split(sample_shards, split, size, NodeCache(tmp_path / "cache", 10**12))
+    with pytest.raises(HpaTuneError, match=message) as plain:
+        load_split(sample_shards, split, size)
+    assert str(cached.value) == str(plain.value)
+    assert not (tmp_path / "cache").exists()  # refused before touching the cache

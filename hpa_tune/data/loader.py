@@ -83,14 +83,7 @@ def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitA
     """
     root = Path(root)
     manifest = ShardManifest.load(root)
-    if size not in manifest.sizes:
-        raise HpaTuneError(
-            f"{root}: image size {size} was not prepared; prepared sizes: {manifest.sizes}"
-        )
-    if split not in manifest.splits:
-        raise HpaTuneError(
-            f"{root}: no split {split!r}; prepared splits: {sorted(manifest.splits)}"
-        )
+    manifest.check_prepared(root, split, size)
     shards = manifest.shards_for(split, size)
     n = sum(s.rows for s in shards)
     images = np.empty((n, len(CHANNELS), size, size), dtype=np.uint8)

@@ -206,14 +206,7 @@ def cached_split(
     data = storage.location_arg(data)
     cache = cache or NodeCache.from_env()
     raw_manifest, manifest = ShardManifest.read(data)
-    if size not in manifest.sizes:
-        raise HpaTuneError(
-            f"{data}: image size {size} was not prepared; prepared sizes: {manifest.sizes}"
-        )
-    if split not in manifest.splits:
-        raise HpaTuneError(
-            f"{data}: no split {split!r}; prepared splits: {sorted(manifest.splits)}"
-        )
+    manifest.check_prepared(data, split, size)
     entry = cache.root / f"{hashlib.sha256(raw_manifest).hexdigest()[:16]}-{size}"
     for _ in range(2):
         try:

@@ -118,6 +118,21 @@ class ShardManifest:
         raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
         return data, cls(**raw)
 
+    def check_prepared(self, where: str | Path, split: str, size: int) -> None:
+        """Stop unless ``split`` was prepared at ``size``.
+
+        Raises:
+            HpaTuneError: naming ``where`` (the prepared directory) and what it does hold.
+        """
+        if size not in self.sizes:
+            raise HpaTuneError(
+                f"{where}: image size {size} was not prepared; prepared sizes: {self.sizes}"
+            )
+        if split not in self.splits:
+            raise HpaTuneError(
+                f"{where}: no split {split!r}; prepared splits: {sorted(self.splits)}"
+            )
+
     def shards_for(self, split: str, size: int) -> list[ShardInfo]:
         """Shards of one split at one size, in write order."""
         return [s for s in self.shards if s.split == split and s.size == size]
