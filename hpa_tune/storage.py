@@ -3,8 +3,11 @@
 S3 follows the AWS conventions: credentials come from the standard chain (``AWS_ACCESS_KEY_ID``
 and friends, ``AWS_PROFILE``, instance roles), resolved by the AWS SDK inside pyarrow; an
 S3-compatible endpoint is read from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` and passed to
-pyarrow explicitly. Credentials are never part of a URI we accept, so none can reach a file we
-write (``run.json`` keeps the URI as given).
+pyarrow explicitly. GCS uses Google's Application Default Credentials
+(``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-default login``, the metadata
+server), and ``STORAGE_EMULATOR_HOST`` (Google's convention for an emulator, e.g.
+``http://127.0.0.1:9023``) makes it talk to that endpoint anonymously. Credentials are never
+part of a URI we accept, so none can reach a file we write (``run.json`` keeps the URI as given).
 """
 
 from __future__ import annotations
@@ -63,6 +66,15 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def _gcs_filesystem() -> pafs.GcsFileSystem:
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return pafs.GcsFileSystem()  # Application Default Credentials
+    # Google's clients talk to an emulator anonymously; the variable may omit the scheme.
+    parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+    return pafs.GcsFileSystem(anonymous=True, scheme=parts.scheme, endpoint_override=parts.netloc)
+
+
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem of ``location`` and the path within it.
 
@@ -74,13 +86,11 @@ def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(text).expanduser().absolute())
     parts = urlsplit(text)
     path = f"{parts.netloc}{parts.path}".rstrip("/")
-    if parts.scheme == "s3":
-        return _s3_filesystem(), path
+    builder = _s3_filesystem if parts.scheme == "s3" else _gcs_filesystem
     try:
-        fs, path = pafs.FileSystem.from_uri(text)
+        return builder(), path
     except Exception as err:  # pyarrow raises several types for a backend it cannot open
-        raise HpaTuneError(f"{text}: cannot open ({err})") from None
-    return fs, path
+        raise HpaTuneError(f"{text}: cannot open ({_describe(err)})") from None
 
 
 def join(location: str | Path, *parts: str) -> str:

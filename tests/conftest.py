@@ -101,18 +101,22 @@ FAKE_AWS_KEY_ID = "AKIAHPATUNEFAKEKEY42"
 FAKE_AWS_SECRET = "hpaTuneFakeSecret/DoNotWrite+0123456789abc"
 
 
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's real S3 server on a free loopback port, with fake credentials and
     ``AWS_ENDPOINT_URL`` in the environment (set before Ray starts, so trials inherit them).
     Yields the endpoint URL; every test makes its own bucket."""
-    import socket
-
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_loopback_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -137,9 +141,32 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def ray_runtime(s3_endpoint):
+def gcs_endpoint():
+    """A GCS emulator (gcp-storage-emulator: Google's JSON and upload APIs, in memory) on a free
+    loopback port, announced the Google way, ``STORAGE_EMULATOR_HOST`` (set before Ray starts,
+    so trials inherit it). Yields the endpoint URL; every test makes its own bucket."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_loopback_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(s3_endpoint, gcs_endpoint):
     """A real local Ray runtime (2 CPUs) shared by every test that schedules trials (started
-    after the S3 test server, so trials see its endpoint and credentials)."""
+    after the S3 and GCS test servers, so trials see their endpoints and credentials)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
