@@ -1,16 +1,18 @@
 """Search efficiency: trial-epochs and wall time each strategy needs to reach the same quality.
 
-A strategy is a scheduler (ASHA as configured in the space, or FIFO: every trial runs its full
-budget) and a searcher: TPE (as configured in the space) inside ``hpa-tune run``'s
-``TruthfulOptunaSearch`` (Optuna told every epoch and PRUNED/COMPLETE truthfully) or inside Ray's
-stock ``OptunaSearch``, or random sampling.
+A strategy is a scheduler (ASHA with the bench's grace period and reduction factor, or FIFO: every
+trial runs its full budget) and a searcher: TPE (with given ``multivariate`` / ``group`` /
+``constant_liar`` settings) inside ``hpa-tune run``'s ``TruthfulOptunaSearch`` (Optuna told every
+epoch and PRUNED/COMPLETE truthfully) or inside Ray's stock ``OptunaSearch``, or random sampling.
 Every strategy searches the same space on the same data with the same seeds. The driver records
 each reported epoch as it arrives (a Tune callback), so the searches can be replayed in time order.
 
 Per seed, the *target* is the lowest of the strategies' final best ``val_macro_f1`` — a quality
 every strategy reached. For each strategy we count the trial-epochs (reported epochs, all trials
 together) and the wall time until its running best first reaches the target, and compare with
-full-budget random search on the same seed.
+full-budget random search on the same seed. A second ratio compares each strategy with full-budget
+random search alone (target: the lower of the two final bests), which does not depend on which
+other strategies ran.
 """
 
 from __future__ import annotations
@@ -28,27 +30,59 @@ METRIC = "val_macro_f1"
 
 
 @dataclass(frozen=True)
+class TPESettings:
+    """The TPE switches under comparison (``SamplerSpec``'s keys of the same names)."""
+
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+
+    def label(self) -> str:
+        on = [
+            k.replace("_", " ")
+            for k in ("multivariate", "group", "constant_liar")
+            if getattr(self, k)
+        ]
+        return ", ".join(on) if on else "independent, no constant liar"
+
+
+@dataclass(frozen=True)
 class Strategy:
     """How a search picks configurations and stops trials."""
 
     name: str
     scheduler: str  # "asha" | "fifo"
     sampler: str  # "tpe" | "tpe_truthful" | "random"
-    description: str
+    tpe: TPESettings = TPESettings()
+    grace_period: int | None = None  # None: the bench's (plan.spec.scheduler)
+
+    def describe(self, grace_period: int, reduction_factor: float) -> str:
+        """A table row's name, with the settings the strategy ran with."""
+        if self.scheduler == "fifo":
+            head = "FIFO (every trial its full budget)"
+        else:
+            head = f"ASHA (grace {self.grace_period or grace_period}, rf {reduction_factor:g})"
+        if self.sampler == "random":
+            return f"{head} + random"
+        states = (
+            "truthful Optuna states" if self.sampler == "tpe_truthful" else "Ray's stock states"
+        )
+        return f"{head} + TPE ({self.tpe.label()}; {states})"
 
 
+_PLAIN = TPESettings(multivariate=False, group=False, constant_liar=False)
 STRATEGIES = {
     s.name: s
     for s in (
+        Strategy("asha_tpe_truthful", "asha", "tpe_truthful"),
+        Strategy("asha_tpe", "asha", "tpe"),
         Strategy(
-            "asha_tpe_truthful",
-            "asha",
-            "tpe_truthful",
-            "ASHA + TPE, truthful Optuna states (hpa-tune run)",
+            "asha_tpe_truthful_no_liar", "asha", "tpe_truthful", TPESettings(constant_liar=False)
         ),
-        Strategy("asha_tpe", "asha", "tpe", "ASHA + TPE, Ray's stock OptunaSearch states"),
-        Strategy("asha_random", "asha", "random", "ASHA + random sampling"),
-        Strategy("random_full", "fifo", "random", "random search, every trial its full budget"),
+        Strategy("asha_tpe_truthful_independent", "asha", "tpe_truthful", _PLAIN),
+        Strategy("asha_tpe_truthful_grace2", "asha", "tpe_truthful", grace_period=2),
+        Strategy("asha_random", "asha", "random"),
+        Strategy("random_full", "fifo", "random"),
     )
 }
 BASELINE = "random_full"
@@ -70,15 +104,14 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from hpa_tune.search_space import define_by_run
+    from hpa_tune.search_space import define_by_run, tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = plan.spec.sampler
     sampler: optuna.samplers.BaseSampler
     if strategy.sampler.startswith("tpe"):
-        sampler = optuna.samplers.TPESampler(
-            seed=plan.record.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
-        )
+        settings = plan.spec.sampler.model_copy(update=vars(strategy.tpe))
+        n_points = len(plan.spec.points_to_evaluate)
+        sampler = tpe_sampler(settings, plan.record.seed, plan.record.num_samples, n_points)
     else:
         sampler = optuna.samplers.RandomSampler(seed=plan.record.seed)
     common = {
@@ -86,6 +119,7 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
         "metric": plan.spec.metric,
         "mode": plan.spec.mode,
         "sampler": sampler,
+        "points_to_evaluate": [dict(p) for p in plan.spec.points_to_evaluate] or None,
     }
     if strategy.sampler == "tpe_truthful":
         from hpa_tune.truthful_search import TruthfulOptunaSearch
@@ -103,7 +137,7 @@ def _scheduler(strategy: Strategy, plan: Any) -> Any:
     return ASHAScheduler(
         time_attr="epoch",
         max_t=plan.record.max_epochs,
-        grace_period=min(s.grace_period, plan.record.max_epochs),
+        grace_period=min(strategy.grace_period or s.grace_period, plan.record.max_epochs),
         reduction_factor=s.reduction_factor,
     )
 
@@ -150,6 +184,7 @@ def run_strategy(
             scheduler=_scheduler(strategy, plan),
             num_samples=plan.record.num_samples,
             max_concurrent_trials=max_concurrent,
+            reuse_actors=True,  # as hpa-tune run: a new worker per trial costs seconds (5.1)
         ),
         run_config=tune.RunConfig(
             name=f"{strategy.name}-seed{plan.record.seed}",
@@ -169,20 +204,41 @@ def run_strategy(
     }
 
 
+def _pairwise_ratio(base: dict[str, Any], run: dict[str, Any]) -> float:
+    """Baseline's trial-epochs / ``run``'s, to the lower of the two final bests."""
+    target = min(base["best"], run["best"])
+    reach_base, reach_run = first_reach(base["events"], target), first_reach(run["events"], target)
+    assert reach_base is not None and reach_run is not None  # at most each one's own best
+    return reach_base[0] / reach_run[0]
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per strategy: mean trial-epochs and seconds to each seed's common target, and the ratio of
-    the baseline's trial-epochs to the strategy's (above 1: fewer epochs than the baseline)."""
+    the baseline's trial-epochs to the strategy's (above 1: fewer epochs than the baseline), both
+    to the common target (ratio of the sums over seeds) and to the target of the strategy and the
+    baseline alone (mean of the per-seed ratios)."""
     seeds = sorted({r["seed"] for r in runs})
     by = {(r["strategy"], r["seed"]): r for r in runs}
-    names = sorted({r["strategy"] for r in runs}, key=lambda n: n != BASELINE)
+    present = {r["strategy"] for r in runs}
+    names = [n for n in (BASELINE, *STRATEGIES) if n in present]
+    names = list(dict.fromkeys(names)) + sorted(present - set(names))
     per_seed: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for seed in seeds:
         target = min(by[n, seed]["best"] for n in names)
         for n in names:
             reach = first_reach(by[n, seed]["events"], target)
             assert reach is not None  # the target is at most this strategy's own best
+            pairwise = (
+                _pairwise_ratio(by[BASELINE, seed], by[n, seed]) if BASELINE in names else 1.0
+            )
             per_seed[n].append(
-                {"seed": seed, "target": target, "epochs": reach[0], "seconds": reach[1]}
+                {
+                    "seed": seed,
+                    "target": target,
+                    "epochs": reach[0],
+                    "seconds": reach[1],
+                    "pairwise_ratio": pairwise,
+                }
             )
     out: dict[str, Any] = {}
     for n in names:
@@ -195,6 +251,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "total_wall_s": statistics.mean(by[n, s]["wall_s"] for s in seeds),
             "final_best": statistics.mean(by[n, s]["best"] for s in seeds),
             "epochs_saved_vs_baseline": sum(base) / max(sum(epochs), 1),
+            "epochs_saved_vs_baseline_pairwise": statistics.mean(
+                p["pairwise_ratio"] for p in per_seed[n]
+            ),
             "per_seed": per_seed[n],
         }
     return out
@@ -207,9 +266,12 @@ def measure_search_efficiency(
     storage: Path,
     max_concurrent: int,
     log: Callable[[str], None] = print,
+    on_run: Callable[[list[dict[str, Any]]], None] = lambda runs: None,
 ) -> dict[str, Any]:
-    """Every strategy on every seed (Ray must be initialised); the runs and their summary."""
-    runs = []
+    """Every strategy on every seed (Ray must be initialised); the runs and their summary.
+
+    ``on_run`` gets the runs so far after each one (to keep them if the bench is stopped)."""
+    runs: list[dict[str, Any]] = []
     for seed in seeds:
         for name in strategies:
             run = run_strategy(STRATEGIES[name], make_plan(seed), storage, max_concurrent)
@@ -218,20 +280,36 @@ def measure_search_efficiency(
                 f"{run['wall_s']:.0f} s"
             )
             runs.append(run)
+            on_run(runs)
     return {"runs": runs, "summary": summarise(runs)}
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The section's table (means over seeds)."""
+def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """The seeds on which every strategy present ran, and their runs (a stopped bench's part)."""
+    names = {r["strategy"] for r in runs}
+    seeds = sorted(
+        seed
+        for seed in {r["seed"] for r in runs}
+        if {r["strategy"] for r in runs if r["seed"] == seed} == names
+    )
+    return seeds, [r for r in runs if r["seed"] in seeds]
+
+
+def markdown(result: dict[str, Any], grace_period: int, reduction_factor: float) -> str:
+    """The section's table (means over seeds) and the per-seed epochs to the common target."""
     lines = [
         "| strategy | trial-epochs to target | wall s to target | total trial-epochs | total wall s "
-        "| final best val macro F1 | baseline epochs / strategy epochs |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| final best val macro F1 | random full / strategy, epochs to common target "
+        "| random full / strategy, pairwise target | epochs to target per seed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, s in result["summary"].items():
+        per_seed = " / ".join(str(p["epochs"]) for p in s["per_seed"])
         lines.append(
-            f"| {STRATEGIES[name].description} | {s['trial_epochs_to_target']:.1f} | "
-            f"{s['seconds_to_target']:.0f} | {s['total_trial_epochs']:.1f} | {s['total_wall_s']:.0f} | "
-            f"{s['final_best']:.4f} | **{s['epochs_saved_vs_baseline']:.2f}x** |"
+            f"| {STRATEGIES[name].describe(grace_period, reduction_factor)} | "
+            f"{s['trial_epochs_to_target']:.1f} | {s['seconds_to_target']:.0f} | "
+            f"{s['total_trial_epochs']:.1f} | {s['total_wall_s']:.0f} | {s['final_best']:.4f} | "
+            f"**{s['epochs_saved_vs_baseline']:.2f}x** | "
+            f"{s['epochs_saved_vs_baseline_pairwise']:.2f}x | {per_seed} |"
         )
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.search_efficiency import first_reach, summarise
+from bench.search_efficiency import STRATEGIES, complete_seeds, first_reach, summarise
 
 
 def test_first_reach_counts_epochs_in_time_order_until_the_running_best_reaches_the_target():
@@ -37,3 +37,36 @@ def test_target_is_the_quality_every_strategy_reached_and_ratio_is_against_full_
     assert summary["random_full"]["trial_epochs_to_target"] == 6
     assert summary["asha_tpe"]["epochs_saved_vs_baseline"] == pytest.approx(3.0)
     assert summary["random_full"]["epochs_saved_vs_baseline"] == pytest.approx(1.0)
+
+
+def test_pairwise_ratio_uses_only_the_strategy_and_full_random():
+    runs = [
+        _run("random_full", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+        _run("asha_tpe", 0, [0.5, 0.6]),  # with full random alone: target 0.6, 6 vs 2 epochs
+        _run("asha_random", 0, [0.2]),  # drags the common target down to 0.2
+    ]
+    summary = summarise(runs)
+    assert summary["asha_tpe"]["per_seed"][0]["target"] == 0.2
+    assert summary["asha_tpe"]["epochs_saved_vs_baseline"] == pytest.approx(2.0)
+    assert summary["asha_tpe"]["epochs_saved_vs_baseline_pairwise"] == pytest.approx(3.0)
+    assert summary["asha_random"]["epochs_saved_vs_baseline_pairwise"] == pytest.approx(2.0)
+
+
+def test_each_strategy_names_the_settings_it_ran_with():
+    names = {n: s.describe(1, 3) for n, s in STRATEGIES.items()}
+    assert names["random_full"] == "FIFO (every trial its full budget) + random"
+    assert "grace 2" in names["asha_tpe_truthful_grace2"]
+    assert "multivariate, group, constant liar" in names["asha_tpe_truthful"]
+    assert "constant liar" not in names["asha_tpe_truthful_no_liar"]
+    assert "independent" in names["asha_tpe_truthful_independent"]
+
+
+def test_a_stopped_bench_keeps_the_seeds_every_strategy_ran():
+    runs = [
+        _run("random_full", 0, [0.1]),
+        _run("asha_tpe", 0, [0.2]),
+        _run("random_full", 1, [0.3]),
+    ]
+    seeds, kept = complete_seeds(runs)
+    assert seeds == [0]
+    assert {(r["strategy"], r["seed"]) for r in kept} == {("random_full", 0), ("asha_tpe", 0)}
