@@ -60,13 +60,14 @@ class PersistentASHA(AsyncHyperBandScheduler):
     """ASHA whose rungs survive a driver restart (see the module docstring).
 
     Args:
-        state_path: the JSON file (``EXP/asha_state.json``).
+        state_path: the JSON file (``EXP/asha_state.json``); a path-like is resolved at each
+            use (``staging.StagedPath``: the staging copy of the process that restored it).
         **kwargs: passed to ``AsyncHyperBandScheduler``.
     """
 
-    def __init__(self, *, state_path: str | Path, **kwargs: Any) -> None:
+    def __init__(self, *, state_path: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._state_path = str(state_path)
+        self._state_path = state_path
         self._ended: set[str] = set()
         self._saved_bracket: dict[str, int] = {}
         self._loaded = False
@@ -92,9 +93,10 @@ class PersistentASHA(AsyncHyperBandScheduler):
         trial_bracket = {**self._saved_bracket}
         trial_bracket.update({t: brackets[id(b)] for t, b in self._trial_info.items()})
         state = rungs_state(self._rungs(), trial_bracket, self._ended, self._num_stopped)
-        tmp = Path(self._state_path + ".tmp")
+        path = Path(self._state_path)
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(state, indent=1) + "\n")
-        os.replace(tmp, self._state_path)  # never a half-written file for a resume to read
+        os.replace(tmp, path)  # never a half-written file for a resume to read
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         self._load_once()

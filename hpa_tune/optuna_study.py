@@ -10,8 +10,10 @@ No Ray here: the report reads the study through this module.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -23,16 +25,32 @@ from hpa_tune.summary import PRUNED, ended_status
 JOURNAL_FILE = "optuna.journal"
 
 
-def journal_path(exp_dir: Path) -> Path:
+def journal_path(exp_dir: str | os.PathLike[str]) -> Path:
     """Where the study of an experiment directory is kept."""
     return Path(exp_dir) / JOURNAL_FILE
 
 
-def journal_storage(exp_dir: Path) -> JournalStorage:
+class _ExperimentJournal(JournalFileBackend):
+    """``EXP/optuna.journal``, with ``EXP`` resolved again when unpickled: the searcher Ray
+    Tune pickles with the search finds the journal in the directory of whichever process restores
+    it (a ``staging.StagedPath`` resolves to that process's staging copy)."""
+
+    def __init__(self, exp_dir: str | os.PathLike[str]) -> None:
+        self._exp_dir = exp_dir
+        path = journal_path(exp_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(path))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"exp_dir": self._exp_dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["exp_dir"])  # type: ignore[misc]
+
+
+def journal_storage(exp_dir: str | os.PathLike[str]) -> JournalStorage:
     """Optuna's journal storage over ``EXP/optuna.journal`` (created on first write)."""
-    path = journal_path(exp_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(_ExperimentJournal(exp_dir))
 
 
 def load_study(exp_dir: Path, study_name: str) -> optuna.Study | None:

@@ -1,7 +1,7 @@
 """``hpa-tune run``: a Ray Tune search (OptunaSearch + ASHA) over a YAML search space.
 
-The module that schedules trials, and so the one importing Ray (with its callbacks ``progress``
-and ``tb_callback``, its thin Ray subclasses ``truthful_search`` and ``asha_state``, and
+The module that schedules trials, and so the one importing Ray (with its callbacks ``progress``,
+``tb_callback`` and ``bucket_sync``, its thin Ray subclasses ``truthful_search`` and ``asha_state``, and
 ``resume``, which restores what it started).
 Trials read their data themselves, through their node's shard cache (``data.node_cache``): the
 driver holds no image arrays. Results on object storage: Ray writes trials to the bucket, our
@@ -50,7 +50,7 @@ from hpa_tune.search_space import (
     split_trial_config,
     tpe_sampler,
 )
-from hpa_tune.staging import staging_dir
+from hpa_tune.staging import StagedPath, staging_dir
 from hpa_tune.summary import TrialRecord, history_frame, summary_frame
 from hpa_tune.trainable import load_trial_data, train_trial
 from hpa_tune.trial_errors import error_summary, trial_tracebacks_silenced
@@ -204,7 +204,7 @@ def _scheduler(plan: RunPlan) -> Any:
     if s.type == "fifo":
         return None
     return PersistentASHA(
-        state_path=plan.exp_dir / ASHA_STATE_FILE,
+        state_path=_state_dir(plan) / ASHA_STATE_FILE,
         time_attr="epoch",
         max_t=plan.record.max_epochs,
         grace_period=min(s.grace_period, plan.record.max_epochs),
@@ -223,7 +223,7 @@ def _searcher(plan: RunPlan) -> Any:
     )
     return TruthfulOptunaSearch(
         max_epochs=plan.record.max_epochs,
-        storage=journal_storage(plan.exp_dir),
+        storage=journal_storage(_state_dir(plan)),
         study_name=plan.record.study_name or plan.exp_dir.name,
         space=define_by_run(plan.spec, plan.record.constants),
         metric=plan.spec.metric,
@@ -343,12 +343,24 @@ def _ray_storage(plan: RunPlan) -> dict[str, Any]:
     return {"name": name, "storage_path": path, "storage_filesystem": fs}
 
 
+def _state_dir(plan: RunPlan) -> Path | StagedPath:
+    """Where the driver keeps the search's own state (journal, ASHA rungs, TensorBoard): the
+    experiment directory, or for a bucket experiment the staging copy of whichever driver runs
+    or restores it (the searcher, scheduler and callbacks are pickled with the search)."""
+    return StagedPath(plan.location) if storage.is_remote(plan.location) else plan.exp_dir
+
+
 def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
-    """TensorBoard logs always; the live table only when ``live``."""
+    """TensorBoard logs always; the live table only when ``live``; for a bucket experiment,
+    uploads of our files before each of Tune's snapshots."""
+    from hpa_tune.bucket_sync import StagingUploads
     from hpa_tune.progress import LiveProgress
     from hpa_tune.tb_callback import TensorBoardTrials
 
-    callbacks: list[Any] = [TensorBoardTrials(plan.exp_dir, plan.spec, plan.record.max_epochs)]
+    state = _state_dir(plan)
+    callbacks: list[Any] = [TensorBoardTrials(state, plan.spec, plan.record.max_epochs)]
+    if storage.is_remote(plan.location):
+        callbacks.append(StagingUploads(plan.location))
     if live:
         params = list(plan.spec.params)
         callbacks.append(LiveProgress(plan.record.num_samples, plan.record.max_epochs, params))

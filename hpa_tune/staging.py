@@ -9,11 +9,13 @@ skip the trial directories; a command that needs a checkpoint fetches just that 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpa_tune import storage
@@ -21,6 +23,7 @@ from hpa_tune.data.builtin import cache_root
 from hpa_tune.errors import HpaTuneError
 
 TRIAL_PREFIX = "trial_"  # Ray Tune's trial directories (trial_dirname_creator in runner)
+_CHANGED = ".changed"  # hard links to the files of one upload, inside the staging copy
 
 
 def staging_dir(location: str | Path) -> Path:
@@ -34,25 +37,56 @@ def staging_dir(location: str | Path) -> Path:
     return cache_root() / "staging" / f"{digest}-{os.getpid()}" / text.rsplit("/", 1)[-1]
 
 
-def _snapshot(root: Path) -> dict[str, tuple[float, int]]:
-    return {
-        p.relative_to(root).as_posix(): (p.stat().st_mtime, p.stat().st_size)
-        for p in root.rglob("*")
-        if p.is_file()
-    }
+@dataclass(frozen=True)
+class StagedPath:
+    """``NAME`` (or the directory itself) in the staging copy of ``location``, resolved in the
+    process that uses it (``os.fspath``) rather than the one that made it: objects that Ray Tune
+    pickles with the search (the searcher's journal, ASHA's state, callbacks) find the staging
+    copy of whichever driver restores them (``hpa-tune resume``, a new process and directory).
+    """
+
+    location: str
+    name: str = ""
+
+    def __fspath__(self) -> str:
+        stage = staging_dir(self.location)
+        return str(stage / self.name if self.name else stage)
+
+    def __truediv__(self, name: str) -> StagedPath:
+        return StagedPath(self.location, f"{self.name}/{name}" if self.name else name)
 
 
-def _upload_changed(stage: Path, location: str, before: dict[str, tuple[float, int]]) -> None:
-    changed = stage / ".changed"
+Snapshot = dict[str, tuple[float, int]]
+
+
+def snapshot(root: Path) -> Snapshot:
+    """Relative path -> (mtime, size) of every file below ``root``."""
+    stamps: Snapshot = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        with contextlib.suppress(FileNotFoundError):  # a temporary file replaced meanwhile
+            if path.is_file() and not rel.startswith(f"{_CHANGED}/"):
+                stat = path.stat()
+                stamps[rel] = (stat.st_mtime, stat.st_size)
+    return stamps
+
+
+def upload_changed(stage: Path, location: str, before: Snapshot) -> Snapshot:
+    """Upload the files of ``stage`` that are new or changed since ``before``; returns the
+    snapshot they were compared with (the ``before`` of the next call)."""
+    changed = stage / _CHANGED
     shutil.rmtree(changed, ignore_errors=True)
-    for rel, stamp in _snapshot(stage).items():
+    now = snapshot(stage)
+    for rel, stamp in now.items():
         if before.get(rel) != stamp:
             target = changed / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.hardlink_to(stage / rel)
+            with contextlib.suppress(FileNotFoundError):
+                target.hardlink_to(stage / rel)
     if changed.exists():
         storage.upload_tree(changed, location)
     shutil.rmtree(changed, ignore_errors=True)
+    return now
 
 
 def check_new_remote(location: str) -> None:
@@ -100,13 +134,13 @@ def local_experiment(
         # Trial directories hold every checkpoint: fetched one by one where needed instead
         # (``evaluation.local_checkpoint``).
         storage.download_tree(text, stage, skip_dirs=(TRIAL_PREFIX,), only=only)
-    before = _snapshot(stage)
+    before = snapshot(stage)
     try:
         yield stage
     finally:
         try:
             if upload:
-                _upload_changed(stage, text, before)
+                upload_changed(stage, text, before)
         finally:
             if not keep:
                 shutil.rmtree(stage.parent, ignore_errors=True)

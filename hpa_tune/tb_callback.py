@@ -6,6 +6,7 @@ decided by ``tensorboard_log``. Each epoch is on disk as soon as Tune hands the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,16 @@ class TensorBoardTrials(Callback):
     A trial that stops before ``max_epochs`` without an error was pruned by the scheduler.
     """
 
-    def __init__(self, exp_dir: Path, spec: SpaceSpec, max_epochs: int):
-        self.log_dir = tensorboard_dir(exp_dir)
+    def __init__(self, exp_dir: str | os.PathLike[str], spec: SpaceSpec, max_epochs: int):
+        self.exp_dir = exp_dir  # resolved at use: a StagedPath follows a resumed driver's copy
         self.spec = spec
         self.max_epochs = max_epochs
         self.trials: dict[str, TrialLog] = {}  # open writers; the Tuner pickles its callbacks
+
+    @property
+    def log_dir(self) -> Path:
+        """``EXP/tensorboard``."""
+        return tensorboard_dir(Path(self.exp_dir))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "trials": {}}
