@@ -169,7 +169,7 @@ def refit(
         f"refit: {len(candidates)} member(s) (trials {', '.join(c.trial_id for c in candidates)}), "
         f"TTA {'on' if tta else 'off'}"
     )
-    members = obtain_members(exp_dir, candidates, data, log, progress)
+    members = obtain_members(exp_dir, candidates, data, log, progress, spec.metric, spec.mode)
     holdouts = {size: cached_split(data_dir, HOLDOUT, size) for size in sizes}
     _same_samples(data, holdouts, sizes)
     probs = [_member_probs(m, data, holdouts[m.cfg.image_size]) for m in members]

@@ -118,27 +118,39 @@ def _trial_history(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     return frame.loc[frame["trial_id"] == trial_id, keep].to_dict("records")
 
 
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` (None: nothing yet) under ``mode`` (``max`` or ``min``)."""
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
 def train_best_epoch(
     cfg: TrialConfig,
     data: TrialData,
     log: Any,
     progress: Callable[[int], None] | None = None,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
 ) -> tuple[nn.Module, int, list[dict[str, Any]]]:
-    """Train for max_epochs and keep the epoch with the best whole-set val macro F1."""
-    best_state, best_f1, best_epoch, history = None, -1.0, 0, []
+    """Train for max_epochs and keep the epoch with the best ``metric`` (the search's, so a
+    retrained member keeps the epoch its trial's checkpoint would have kept)."""
+    best_state: dict[str, Any] | None = None
+    best_value: float | None = None
+    best_epoch, history = 0, []
     model = None
     for outcome in run_epochs(cfg, data):
         m = outcome.metrics
         history.append({k: v for k, v in m.items() if k != "val_class_f1"})
         log(
             f"refit epoch {m['epoch']}/{cfg.max_epochs}: train loss {m['train_loss']:.4f}, "
-            f"val macro F1 {m['val_macro_f1']:.4f}"
+            f"val macro F1 {m['val_macro_f1']:.4f}, {metric} {m[metric]:.4f}"
         )
         if progress:
             progress(outcome.epoch)
-        if outcome.val.macro_f1 > best_f1:
+        if improves(float(m[metric]), best_value, mode):
             best_state = copy.deepcopy(outcome.model.state_dict())
-            best_f1, best_epoch = outcome.val.macro_f1, outcome.epoch
+            best_value, best_epoch = float(m[metric]), outcome.epoch
         model = outcome.model
     assert model is not None and best_state is not None
     model.load_state_dict(best_state)
@@ -151,8 +163,11 @@ def obtain_members(
     data: TrialData,
     log: Any = print,
     progress: Progress | None = None,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
 ) -> list[Member]:
-    """Reuse or retrain each candidate; ``progress(epochs_done, epochs_total)`` over all of them."""
+    """Reuse or retrain each candidate (keeping its best epoch by the search's ``metric``);
+    ``progress(epochs_done, epochs_total)`` over all of them."""
     reusable = [_reusable_checkpoint(c) for c in candidates]
     total = sum(c.cfg.max_epochs for c, r in zip(candidates, reusable, strict=True) if r is None)
     done = 0
@@ -176,7 +191,7 @@ def obtain_members(
                 if progress:
                     progress(base + epoch, max(total, 1))
 
-            model, best_epoch, history = train_best_epoch(cand.cfg, data, log, tick)
+            model, best_epoch, history = train_best_epoch(cand.cfg, data, log, tick, metric, mode)
             done += cand.cfg.max_epochs
         members.append(
             Member(

@@ -23,7 +23,12 @@ from hpa_tune.config import TrialConfig, config_keys, make_trial_config
 from hpa_tune.errors import HpaTuneError
 
 Scalar = bool | int | float | str | None
-METRICS = {"val_macro_f1": "max", "val_loss": "min", "val_macro_f1_batch_avg": "max"}
+METRICS = {
+    "val_macro_f1": "max",
+    "val_macro_f1_global": "max",
+    "val_loss": "min",
+    "val_macro_f1_batch_avg": "max",
+}
 
 
 class _Strict(BaseModel):

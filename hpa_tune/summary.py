@@ -14,6 +14,7 @@ METRIC_COLUMNS = (
     "train_loss",
     "val_macro_f1",
     "val_macro_f1_batch_avg",
+    "val_macro_f1_global",
     "val_loss",
 )
 

@@ -55,6 +55,7 @@ EPOCH_SCALARS = {
     "train_macro_f1": "macro_f1/train",
     "val_macro_f1": "macro_f1/val",
     "best_val_macro_f1": "macro_f1/best_val",
+    "val_macro_f1_global": "macro_f1_global_threshold/val",
     "train_macro_f1_batch_avg": "macro_f1_batch_avg/train",
     "val_macro_f1_batch_avg": "macro_f1_batch_avg/val",
     "lr": "lr",

@@ -27,6 +27,7 @@ from hpa_tune.engine import PassResult, build_optimizer, predict, train_one_epoc
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.fast_path import prepare_model, resolve_fast_path, trial_loaders
 from hpa_tune.losses import class_weights, create_loss
+from hpa_tune.metrics import best_global_macro_f1
 from hpa_tune.models import count_trainable_parameters, create_model
 
 ReportFn = Callable[[dict[str, Any], str | None], None]  # (metrics, checkpoint_dir or None)
@@ -121,6 +122,7 @@ class EpochOutcome:
 
 def epoch_metrics(epoch: int, train: PassResult, val: PassResult, trainable: int) -> dict[str, Any]:
     """The scalars reported after every epoch."""
+    val_global, val_threshold = best_global_macro_f1(val.targets, val.probs)
     return {
         "epoch": epoch,
         "train_loss": train.loss,
@@ -129,6 +131,8 @@ def epoch_metrics(epoch: int, train: PassResult, val: PassResult, trainable: int
         "val_loss": val.loss,
         "val_macro_f1": val.macro_f1,
         "val_macro_f1_batch_avg": val.macro_f1_batch_avg,
+        "val_macro_f1_global": val_global,
+        "val_global_threshold": val_threshold,
         "lr": train.last_lr,
         "images_per_s": train.images_per_s,
         "trainable_params": trainable,

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hpa_tune.metrics import F1Accumulator, batch_averaged_macro_f1, macro_f1, per_class_f1
+from hpa_tune.metrics import (
+    GLOBAL_THRESHOLD_GRID,
+    F1Accumulator,
+    batch_averaged_macro_f1,
+    best_global_macro_f1,
+    macro_f1,
+    per_class_f1,
+)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -55,3 +62,33 @@ def test_batch_averaged_f1_is_not_the_whole_set_f1():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="same"):
         macro_f1(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_global_threshold_macro_f1_is_sklearns_best_over_the_grid(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((150, 28)) < rng.uniform(0.01, 0.3, 28)).astype(int)
+    probs = np.clip(y * rng.uniform(0, 0.5, y.shape) + rng.uniform(0, 0.5, y.shape), 0, 1)
+    expected = max(
+        f1_score(y, probs >= t, average="macro", zero_division=0) for t in GLOBAL_THRESHOLD_GRID
+    )
+    score, threshold = best_global_macro_f1(y, probs)
+    assert score == pytest.approx(expected, abs=1e-12)
+    assert macro_f1(y, probs, threshold) == pytest.approx(score, abs=1e-12)
+
+
+def test_global_threshold_macro_f1_does_not_care_where_the_loss_puts_probabilities():
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 28)) < 0.1).astype(int)
+    probs = np.clip(y * 0.4 + rng.uniform(0, 0.6, y.shape), 0, 1)
+    grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+    low_score, low_t = best_global_macro_f1(y, probs / 2, grid)  # e.g. ln weights lower them
+    score, t = best_global_macro_f1(y, probs, grid)
+    assert low_score == pytest.approx(score) and low_t == pytest.approx(t / 2)
+    assert macro_f1(y, probs / 2) < score  # what ranking at 0.5 would have seen
+
+
+def test_global_threshold_ties_go_to_the_threshold_nearest_one_half():
+    y = np.array([[1, 0], [0, 1]])
+    probs = np.array([[0.9, 0.05], [0.05, 0.9]])
+    assert best_global_macro_f1(y, probs, (0.1, 0.45, 0.7, 0.85)) == (1.0, 0.45)

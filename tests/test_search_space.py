@@ -265,3 +265,8 @@ def test_tpe_defaults_are_multivariate_grouped_with_constant_liar_and_auto_start
     sampler = tpe_sampler(spec, seed=0, num_samples=13, n_points=1)
     assert sampler._constant_liar is True
     assert sampler._n_startup_trials == 1 + 3  # auto: the point + a quarter of the other 12
+
+
+def test_val_macro_f1_at_the_best_global_threshold_is_a_metric_a_space_can_rank_by():
+    spec = parse_space({"metric": "val_macro_f1_global", "mode": "max"})
+    assert spec.metric == "val_macro_f1_global" and spec.mode == "max"

@@ -46,6 +46,7 @@ def _report(epoch: int) -> dict:
         "val_macro_f1": 0.1 * epoch,
         "train_macro_f1_batch_avg": 0.15 * epoch,
         "val_macro_f1_batch_avg": 0.05 * epoch,
+        "val_macro_f1_global": 0.12 * epoch,
         "best_val_macro_f1": 0.1 * epoch,
         "lr": 1e-3,
         "images_per_s": 250.0,

@@ -31,6 +31,8 @@ def test_train_trial_reports_every_epoch_with_the_metrics_the_search_needs(data)
         "val_loss",
         "val_macro_f1",
         "val_macro_f1_batch_avg",
+        "val_macro_f1_global",
+        "val_global_threshold",
         "lr",
         "images_per_s",
         "trainable_params",
@@ -48,6 +50,17 @@ def test_val_macro_f1_is_sklearns_over_every_val_sample(data):
     assert len(outcome.val.probs) == len(val)
     expected = f1_score(val.labels, outcome.val.probs >= 0.5, average="macro", zero_division=0)
     assert outcome.metrics["val_macro_f1"] == pytest.approx(expected)
+
+
+def test_val_macro_f1_global_is_the_best_single_threshold_over_every_val_sample(data):
+    outcome = next(run_epochs(CFG, data))
+    val = data.split(32, "val")
+    threshold = outcome.metrics["val_global_threshold"]
+    at_threshold = f1_score(
+        val.labels, outcome.val.probs >= threshold, average="macro", zero_division=0
+    )
+    assert outcome.metrics["val_macro_f1_global"] == pytest.approx(at_threshold)
+    assert outcome.metrics["val_macro_f1_global"] >= outcome.metrics["val_macro_f1"] - 1e-12
 
 
 def test_resuming_from_a_checkpoint_continues_at_the_next_epoch(data, tmp_path):
