@@ -204,6 +204,44 @@ def run_strategy(
     }
 
 
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 0, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i : j + 1]:
+            ranks[k] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation of two equally long lists (nan when either is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    var = sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)
+    return cov / var**0.5 if var > 0 else float("nan")
+
+
+def early_vs_final(events: list[tuple[float, str, float]], max_epochs: int) -> dict[int, float]:
+    """How well epoch k's score ranks trials by their final best (Spearman, per epoch k).
+
+    From a search where every trial ran all ``max_epochs`` (full-budget random search): what an
+    ASHA rung at epoch k would have known. A trial's epochs are its events in time order.
+    """
+    curves: dict[str, list[float]] = {}
+    for _, trial, value in sorted(events):
+        curves.setdefault(trial, []).append(value)
+    full = [c for c in curves.values() if len(c) >= max_epochs]
+    finals = [max(c) for c in full]
+    return {k: spearman([c[k - 1] for c in full], finals) for k in range(1, max_epochs)}
+
+
 def _pairwise_ratio(base: dict[str, Any], run: dict[str, Any]) -> float:
     """Baseline's trial-epochs / ``run``'s, to the lower of the two final bests."""
     target = min(base["best"], run["best"])
@@ -282,6 +320,26 @@ def measure_search_efficiency(
             runs.append(run)
             on_run(runs)
     return {"runs": runs, "summary": summarise(runs)}
+
+
+def rung_predictiveness(runs: list[dict[str, Any]], max_epochs: int) -> dict[int, float]:
+    """Mean over seeds of :func:`early_vs_final` for the full-budget baseline's searches."""
+    per_seed = [early_vs_final(r["events"], max_epochs) for r in runs if r["strategy"] == BASELINE]
+    if not per_seed:
+        return {}
+    return {k: statistics.mean(s[k] for s in per_seed) for k in per_seed[0]}
+
+
+def markdown_rungs(correlations: dict[int, float]) -> str:
+    """One row: Spearman of each epoch's score with the final best, full-budget trials."""
+    head = "| epoch k | " + " | ".join(str(k) for k in correlations) + " |"
+    rule = "|---|" + "---:|" * len(correlations)
+    row = (
+        "| Spearman(score at k, final best) | "
+        + " | ".join(f"{v:.2f}" for v in correlations.values())
+        + " |"
+    )
+    return "\n".join([head, rule, row])
 
 
 def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:

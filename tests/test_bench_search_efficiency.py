@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.search_efficiency import STRATEGIES, complete_seeds, first_reach, summarise
+from bench.search_efficiency import (
+    STRATEGIES,
+    complete_seeds,
+    early_vs_final,
+    first_reach,
+    spearman,
+    summarise,
+)
 
 
 def test_first_reach_counts_epochs_in_time_order_until_the_running_best_reaches_the_target():
@@ -70,3 +77,23 @@ def test_a_stopped_bench_keeps_the_seeds_every_strategy_ran():
     seeds, kept = complete_seeds(runs)
     assert seeds == [0]
     assert {(r["strategy"], r["seed"]) for r in kept} == {("random_full", 0), ("asha_tpe", 0)}
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    a, b = [0.1, 0.1, 0.3, 0.2, 0.5], [0.2, 0.4, 0.4, 0.1, 0.9]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+
+
+def test_early_vs_final_ranks_full_budget_trials_by_each_epochs_score():
+    # trial "a" leads at epoch 1 but ends last; "b" and "c" keep their order throughout
+    events = []
+    for trial, curve in {"a": [0.3, 0.3, 0.3], "b": [0.1, 0.4, 0.5], "c": [0.2, 0.5, 0.6]}.items():
+        events += [(float(epoch), trial, v) for epoch, v in enumerate(curve)]
+    events.append((0.5, "d", 0.0))  # stopped after one epoch: not a full-budget trial
+    correlations = early_vs_final(events, max_epochs=3)
+    assert correlations[1] == pytest.approx(spearman([0.3, 0.1, 0.2], [0.3, 0.5, 0.6]))
+    assert correlations[2] == pytest.approx(spearman([0.3, 0.4, 0.5], [0.3, 0.5, 0.6]))
+    assert correlations[2] == pytest.approx(1.0)
+    assert correlations[1] < 0
