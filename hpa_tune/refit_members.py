@@ -68,6 +68,19 @@ def _row_params(row: pd.Series, spec: SpaceSpec) -> dict[str, Any]:
     return params
 
 
+def refit_epochs(max_epochs: int, factor: float) -> int:
+    """Epochs a refit member trains: ``factor`` times the trials' ``max_epochs``, rounded, and
+    never fewer than they had."""
+    return max(max_epochs, round(max_epochs * factor))
+
+
+def refit_config(cfg: TrialConfig, factor: float) -> TrialConfig:
+    """A trial's configuration as the refit trains it (more epochs when ``factor`` > 1, so its
+    checkpoint, saved with fewer, is not reused)."""
+    epochs = refit_epochs(cfg.max_epochs, factor)
+    return cfg if epochs == cfg.max_epochs else cfg.model_copy(update={"max_epochs": epochs})
+
+
 def top_distinct_candidates(
     exp_dir: Path, spec: SpaceSpec, constants: dict[str, Any], best: BestTrial, k: int
 ) -> list[Candidate]:
@@ -76,7 +89,8 @@ def top_distinct_candidates(
     summary = pd.read_csv(exp_dir / SUMMARY_FILE, dtype={"trial_id": str})
     metric_col = f"best_{spec.metric}"
     summary = summary[summary[metric_col].notna()] if metric_col in summary else summary
-    winner_cfg = replay(spec, best.params, constants)
+    factor = spec.refit_epochs_factor
+    winner_cfg = refit_config(replay(spec, best.params, constants), factor)
     rows = {str(r["trial_id"]): r for _, r in summary.iterrows()}
     winner_row = rows.get(best.trial_id)
     chosen = [
@@ -91,7 +105,7 @@ def top_distinct_candidates(
         if len(chosen) >= k:
             break
         params = _row_params(row, spec)
-        cfg = replay(spec, params, constants)
+        cfg = refit_config(replay(spec, params, constants), factor)
         if all(cfg != c.cfg for c in chosen):
             chosen.append(Candidate(trial_id, params, cfg, dict(row)))
     return chosen

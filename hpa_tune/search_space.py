@@ -191,6 +191,9 @@ class SpaceSpec(_Strict):
     score_all_trials: bool = (
         False  # after refit, score every trial's best checkpoint on the holdout
     )
+    # The refit trains each member for this many times the trials' max_epochs, keeping its best
+    # epoch by `metric`; 1 reuses a completed trial's checkpoint instead of training again.
+    refit_epochs_factor: float = Field(1.0, ge=1.0, le=10.0)
 
     @model_validator(mode="after")
     def _check_structure(self) -> SpaceSpec:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
@@ -32,6 +33,7 @@ def ensemble_experiment(searched_experiment, tmp_path_factory):
     result = CliRunner().invoke(main, ["refit", str(copy), "--top-k", "3", "--tta"])
     assert result.exit_code == 0, result.output
     return copy, result.output
+
 
 def test_last_line_names_the_experiment_directory(searched_experiment):
     exp_dir, output = searched_experiment
@@ -65,7 +67,9 @@ def test_summary_has_every_trial_and_asha_stopped_some(searched_experiment):
         assert summary[col].notna().all(), col
 
 
-def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(searched_experiment):
+def test_every_trial_reported_whole_set_metrics_each_epoch_and_kept_a_checkpoint(
+    searched_experiment,
+):
     exp_dir, _ = searched_experiment
     trial_dirs = sorted(exp_dir.glob("trial_*"))
     assert len(trial_dirs) == 6
@@ -116,8 +120,12 @@ def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_exper
     # The final predictor's method is the one with the best cross-validated val score.
     final = metrics["predictors"][metrics["predictor"]]
     assert final["threshold_method"] == metrics["threshold_method"]
-    assert final["val_cv_macro_f1"][final["threshold_method"]] == max(final["val_cv_macro_f1"].values())
-    assert metrics["holdout_macro_f1_tuned"] == pytest.approx(final["holdout_macro_f1"][metrics["threshold_method"]])
+    assert final["val_cv_macro_f1"][final["threshold_method"]] == max(
+        final["val_cv_macro_f1"].values()
+    )
+    assert metrics["holdout_macro_f1_tuned"] == pytest.approx(
+        final["holdout_macro_f1"][metrics["threshold_method"]]
+    )
 
 
 def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(ensemble_experiment):
@@ -130,7 +138,9 @@ def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(ense
     assert "> ensemble_tta" in output and "class_ratio" in output
 
 
-def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(ensemble_experiment, sample_shards):
+def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(
+    ensemble_experiment, sample_shards
+):
     exp_dir, _ = ensemble_experiment
     refit = exp_dir / "refit"
     index = json.loads((refit / "ensemble.json").read_text())
@@ -138,9 +148,15 @@ def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(ensem
     member_probs = []
     for entry in index["members"]:
         model, cfg = load_checkpoint_model(refit / entry["dir"])
-        member_probs.append(predict_probs(model, make_loader(cfg, data, "val", False, torch.device("cpu")), tta=True))
+        member_probs.append(
+            predict_probs(
+                model, make_loader(cfg, data, "val", False, torch.device("cpu")), tta=True
+            )
+        )
     saved = np.load(refit / "predictions.npz")
-    np.testing.assert_allclose(saved["val_probs"], np.mean(member_probs, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        saved["val_probs"], np.mean(member_probs, axis=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_refit_reuses_the_checkpoint_of_a_trial_that_ran_to_the_end(ensemble_experiment):
@@ -162,7 +178,9 @@ def _read_submission(path):
 
 
 @pytest.mark.parametrize("source", ["shards", "raw"])
-def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_shards, tmp_path, source):
+def test_predict_writes_a_valid_kaggle_submission(
+    searched_experiment, sample_shards, tmp_path, source
+):
     exp_dir, _ = searched_experiment
     data = sample_shards if source == "shards" else sample_shards.parent / "raw"
     out = tmp_path / "submission.csv"
@@ -180,11 +198,15 @@ def test_predict_writes_a_valid_kaggle_submission(searched_experiment, sample_sh
         assert labels and all(0 <= label < 28 for label in labels)
 
 
-def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(ensemble_experiment, sample_shards, tmp_path):
+def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(
+    ensemble_experiment, sample_shards, tmp_path
+):
     exp_dir, _ = ensemble_experiment
     refit = exp_dir / "refit"
     out = tmp_path / "submission.csv"
-    result = CliRunner().invoke(main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     index = json.loads((refit / "ensemble.json").read_text())
     test = load_split(sample_shards, "test", 32)
@@ -213,8 +235,11 @@ def test_refit_command_reruns_from_the_experiment_directory(searched_experiment)
     assert after["holdout_macro_f1@0.5"] == pytest.approx(before["holdout_macro_f1@0.5"], abs=1e-6)
     # Progress: a bar over the refit's epochs, and a line per epoch of each retrained member.
     assert "refit epochs" in result.output
-    retrained = [m for m in json.loads((exp_dir / "refit" / "ensemble.json").read_text())["members"]
-                 if not m["reused_trial_checkpoint"]]
+    retrained = [
+        m
+        for m in json.loads((exp_dir / "refit" / "ensemble.json").read_text())["members"]
+        if not m["reused_trial_checkpoint"]
+    ]
     assert result.output.count("refit epoch ") == after["epochs"] * len(retrained)
 
 
@@ -233,3 +258,20 @@ def test_refit_without_tta_uses_the_plain_predictions(ensemble_experiment, tmp_p
     metrics = json.loads((copy / "refit" / "metrics.json").read_text())
     assert metrics["predictor"] == "single" and metrics["members"] == [metrics["trial_id"]]
     assert not json.loads((copy / "refit" / "ensemble.json").read_text())["tta"]
+
+
+def test_a_space_with_refit_epochs_factor_retrains_the_winner_for_longer(
+    searched_experiment, tmp_path
+):
+    copy = tmp_path / "exp"
+    shutil.copytree(searched_experiment[0], copy)
+    space = yaml.safe_load((copy / "space.yaml").read_text())
+    (copy / "space.yaml").write_text(yaml.safe_dump({**space, "refit_epochs_factor": 2}))
+    max_epochs = json.loads((copy / "run.json").read_text())["max_epochs"]
+    result = CliRunner().invoke(main, ["refit", str(copy), "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    index = json.loads((copy / "refit" / "ensemble.json").read_text())
+    assert not index["members"][0]["reused_trial_checkpoint"]
+    config = json.loads((copy / "refit" / "members" / "0" / "config.json").read_text())
+    assert config["max_epochs"] == 2 * max_epochs
+    assert 1 <= index["members"][0]["best_epoch"] <= 2 * max_epochs
