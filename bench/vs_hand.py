@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / f"{args.label}.log"
+    commit = _commit()  # at the start: the code the runs use
     extra = [x for kv in args.set for x in ("--set", kv)]
     rows = []
     for seed in args.seeds:
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     result = {
         "machine": info,
-        "commit": _commit(),
+        "commit": commit,
         "command": "python bench/vs_hand.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "label": args.label,
