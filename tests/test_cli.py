@@ -16,7 +16,9 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.mark.parametrize("command", [[], ["prepare"], ["run"], ["resume"], ["refit"], ["predict"], ["check"], ["models"]])
+@pytest.mark.parametrize(
+    "command", [[], ["prepare"], ["run"], ["resume"], ["refit"], ["predict"], ["check"], ["models"]]
+)
 def test_help_of_every_command_gives_an_example(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0
@@ -40,8 +42,14 @@ def test_check_prints_every_parameter_its_condition_and_sampled_configs(space):
     "raw, key",
     [
         ({"params": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "params.lr"),
-        ({"params": {"freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "x"}}}},
-         "params.freeze.when"),
+        (
+            {
+                "params": {
+                    "freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "x"}}
+                }
+            },
+            "params.freeze.when",
+        ),
         ({"budget": {"num_epochs": 3}}, "budget.num_epochs"),
     ],
 )

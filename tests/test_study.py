@@ -22,23 +22,59 @@ MIXED = {
     "fixed": {"image_size": 32, "pretrained": "none", "channels": "rgby"},
     "params": {
         "arch": {"type": "categorical", "choices": ["capsnet", "resnet18"]},
-        "resnet_freeze": {"type": "categorical", "choices": ["fc"], "when": {"arch": "resnet18"}, "sets": "freeze"},
-        "capsnet_loss": {"type": "categorical", "choices": ["margin"], "when": {"arch": "capsnet"}, "sets": "loss"},
+        "resnet_freeze": {
+            "type": "categorical",
+            "choices": ["fc"],
+            "when": {"arch": "resnet18"},
+            "sets": "freeze",
+        },
+        "capsnet_loss": {
+            "type": "categorical",
+            "choices": ["margin"],
+            "when": {"arch": "capsnet"},
+            "sets": "loss",
+        },
     },
-    "points_to_evaluate": [{"arch": "capsnet", "capsnet_loss": "margin"}, {"arch": "resnet18", "resnet_freeze": "fc"}],
+    "points_to_evaluate": [
+        {"arch": "capsnet", "capsnet_loss": "margin"},
+        {"arch": "resnet18", "resnet_freeze": "fc"},
+    ],
 }
 
 
-def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(ray_runtime, sample_shards, tmp_path):
+def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(
+    ray_runtime, sample_shards, tmp_path
+):
     # Frozen layers need pretrained weights (frozen random ones are refused): a local weights file.
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     space = tmp_path / "mixed.yaml"
-    resnet_pretrained = {"type": "categorical", "choices": [str(weights)], "when": {"arch": "resnet18"},
-                         "sets": "pretrained"}
-    space.write_text(yaml.safe_dump({**MIXED, "params": {**MIXED["params"], "resnet_pretrained": resnet_pretrained}}))
-    result = CliRunner().invoke(main, ["run", str(space), "--data", str(sample_shards), "--storage",
-                                       str(tmp_path), "--name", "mixed", "--no-refit", "--quiet"])
+    resnet_pretrained = {
+        "type": "categorical",
+        "choices": [str(weights)],
+        "when": {"arch": "resnet18"},
+        "sets": "pretrained",
+    }
+    space.write_text(
+        yaml.safe_dump(
+            {**MIXED, "params": {**MIXED["params"], "resnet_pretrained": resnet_pretrained}}
+        )
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(space),
+            "--data",
+            str(sample_shards),
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "mixed",
+            "--no-refit",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(tmp_path / "mixed" / "summary.csv").set_index("param:arch")
     assert set(summary.index) == {"capsnet", "resnet18"}
@@ -50,9 +86,22 @@ def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(ray_runtime, 
 
 def test_study_table_runs_end_to_end_on_the_builtin_sample(ray_runtime, builtin_sample, tmp_path):
     # 1 epoch at 32 px (a prepared size of the sample) keeps six models incl. two DenseNet161s CPU-sized.
-    result = CliRunner().invoke(main, ["run", str(SPACES / "study_table.yaml"), "--max-epochs", "1",
-                                       "--set", "image_size=32", "--storage", str(tmp_path),
-                                       "--name", "study", "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(SPACES / "study_table.yaml"),
+            "--max-epochs",
+            "1",
+            "--set",
+            "image_size=32",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "study",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "no --data given" in result.output
     exp = tmp_path / "study"
