@@ -18,6 +18,7 @@ demo: install
 test: install-dev chromium
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check hpa_tune tests bench
+	$(BIN)/ruff format --check hpa_tune tests bench
 
 lint: install-dev
 	$(BIN)/ruff check hpa_tune tests bench
