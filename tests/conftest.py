@@ -101,6 +101,30 @@ FAKE_AWS_KEY_ID = "AKIAHPATUNEFAKEKEY42"
 FAKE_AWS_SECRET = "hpaTuneFakeSecret/DoNotWrite+0123456789abc"
 
 
+def files_holding(secrets: tuple[bytes, ...], bucket: str, local_roots: list[Path]) -> list[str]:
+    """Every file on ``bucket`` and under ``local_roots`` (plus the private caches) that contains
+    one of ``secrets``."""
+    from hpa_tune import storage
+
+    leaks = [
+        f"{bucket}/{rel}"
+        for rel in storage.list_files(bucket)
+        if any(s in storage.read_bytes(f"{bucket}/{rel}") for s in secrets)
+    ]
+    roots = [
+        *local_roots,
+        Path(os.environ["HPA_TUNE_CACHE"]),
+        Path(os.environ["HPA_TUNE_SHARD_CACHE"]),
+    ]
+    leaks += [
+        str(p)
+        for base in roots
+        for p in base.rglob("*")
+        if p.is_file() and any(s in p.read_bytes() for s in secrets)
+    ]
+    return leaks
+
+
 def _free_loopback_port() -> int:
     import socket
 

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -15,7 +13,13 @@ from click.testing import CliRunner
 
 from hpa_tune import storage
 from hpa_tune.cli import main
-from tests.conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET, SMALL_SOURCE, write_kaggle_dir
+from tests.conftest import (
+    FAKE_AWS_KEY_ID,
+    FAKE_AWS_SECRET,
+    SMALL_SOURCE,
+    files_holding,
+    write_kaggle_dir,
+)
 from tests.test_object_storage import TINY_SPACE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -83,22 +87,6 @@ def test_refit_predict_and_report_work_on_a_gcs_experiment(gcs_study, tmp_path):
 def test_no_credential_or_endpoint_appears_in_any_file_we_write(gcs_study, gcs_endpoint):
     name, _, exp, root = gcs_study
     secrets = (FAKE_AWS_KEY_ID.encode(), FAKE_AWS_SECRET.encode(), gcs_endpoint.encode())
-    bucket = f"gs://{name}"
-    leaks = [
-        f"{bucket}/{rel}"
-        for rel in storage.list_files(bucket)
-        if any(s in storage.read_bytes(f"{bucket}/{rel}") for s in secrets)
-    ]
-    local_roots = [
-        root,
-        Path(os.environ["HPA_TUNE_CACHE"]),
-        Path(os.environ["HPA_TUNE_SHARD_CACHE"]),
-    ]
-    leaks += [
-        str(p)
-        for base in local_roots
-        for p in base.rglob("*")
-        if p.is_file() and any(s in p.read_bytes() for s in secrets)
-    ]
+    leaks = files_holding(secrets, f"gs://{name}", [root])
     assert storage.list_files(exp)  # the scan saw the experiment
     assert leaks == []

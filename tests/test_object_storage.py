@@ -15,7 +15,13 @@ from click.testing import CliRunner
 from hpa_tune import storage
 from hpa_tune.cli import main
 from hpa_tune.data.node_cache import EVENTS_FILE
-from tests.conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET, SMALL_SOURCE, write_kaggle_dir
+from tests.conftest import (
+    FAKE_AWS_KEY_ID,
+    FAKE_AWS_SECRET,
+    SMALL_SOURCE,
+    files_holding,
+    write_kaggle_dir,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -123,22 +129,7 @@ def test_no_credential_appears_in_any_written_file(bucket_study, tmp_path):
     name, _, exp, root = bucket_study
     CliRunner().invoke(main, ["report", exp, "--table"])
     secrets = (FAKE_AWS_KEY_ID.encode(), FAKE_AWS_SECRET.encode())
-    leaks = [
-        f"s3://{name}/{rel}"
-        for rel in storage.list_files(f"s3://{name}")
-        if any(s in storage.read_bytes(f"s3://{name}/{rel}") for s in secrets)
-    ]
-    local_roots = [
-        root,
-        Path(os.environ["HPA_TUNE_CACHE"]),
-        Path(os.environ["HPA_TUNE_SHARD_CACHE"]),
-    ]
-    leaks += [
-        str(p)
-        for base in local_roots
-        for p in base.rglob("*")
-        if p.is_file() and any(s in p.read_bytes() for s in secrets)
-    ]
+    leaks = files_holding(secrets, f"s3://{name}", [root])
     assert storage.list_files(f"s3://{name}")  # the scan saw the bucket
     assert leaks == []
 

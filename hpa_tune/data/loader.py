@@ -75,6 +75,19 @@ def copy_images(column: pa.ChunkedArray, out: np.ndarray) -> None:
         at += len(chunk)
 
 
+def fill_rows(
+    table: pa.Table, images: np.ndarray, labels: np.ndarray, ids: list[str], at: int
+) -> int:
+    """Copy one shard's rows into ``images``/``labels`` from row ``at`` and append its Ids;
+    returns the next free row."""
+    rows = slice(at, at + table.num_rows)
+    copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
+    flat_labels = table.column("labels").combine_chunks().flatten()
+    labels[rows] = flat_labels.to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
+    ids.extend(table.column("id").to_pylist())
+    return at + table.num_rows
+
+
 def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitArrays:
     """Read every shard of ``split`` at ``size`` into one SplitArrays.
 
@@ -92,12 +105,7 @@ def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitA
     at = 0
     for shard in shards:
         table = _read_shard(root, shard, verify)
-        rows = slice(at, at + table.num_rows)
-        copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
-        flat_labels = table.column("labels").combine_chunks().flatten()
-        labels[rows] = flat_labels.to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
-        ids.extend(table.column("id").to_pylist())
-        at += table.num_rows
+        at = fill_rows(table, images, labels, ids, at)
     return SplitArrays(np.asarray(ids, dtype=object), images, labels)
 
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.builtin import cache_root
-from hpa_tune.data.loader import SplitArrays, copy_images
+from hpa_tune.data.loader import SplitArrays, fill_rows
 from hpa_tune.data.shards import MANIFEST_NAME, ShardInfo, ShardManifest
 from hpa_tune.errors import HpaTuneError
 
@@ -140,12 +140,7 @@ def _decode_split(
             raise HpaTuneError(
                 f"{storage.join(data, shard.path)}: {table.num_rows} rows, manifest says {shard.rows}"
             )
-        rows = slice(at, at + table.num_rows)
-        copy_images(table.column("image"), images[rows].reshape(table.num_rows, -1))
-        flat = table.column("labels").combine_chunks().flatten()
-        labels[rows] = flat.to_numpy(zero_copy_only=False).reshape(-1, NUM_CLASSES)
-        ids.extend(table.column("id").to_pylist())
-        at += table.num_rows
+        at = fill_rows(table, images, labels, ids, at)
     images.flush()
     del images
     np.save(tmp / "labels.npy", labels)
