@@ -1,7 +1,15 @@
 # hpa-tune: the README's two commands are `make demo` and `make test`.
-# Both create .venv with Python 3.11 and install what they need; nothing else is assumed.
+# Both create .venv with a supported Python (3.11, 3.12 or 3.13) and install what they need;
+# nothing else is assumed.
 
-PYTHON ?= python3.11
+# The first of python3.11, python3.12, python3.13, python3 on the PATH whose version is supported;
+# `make demo PYTHON=python3.13` picks one by hand.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python3.11 python3.12 python3.13 python3; do \
+            v=$$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue; \
+            case " $(SUPPORTED_PYTHONS) " in (*" $$v "*) echo $$p; exit 0;; esac; done)
+endif
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch/torchvision are installed first, pinned to the versions the tests ran with. On a machine
@@ -30,6 +38,8 @@ bench: install-dev
 	$(BIN)/python bench/bench_models.py
 
 $(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "no supported Python on the PATH (need one of: $(SUPPORTED_PYTHONS))"; exit 2; }
+	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.torch-stamp: | $(BIN)/python
