@@ -1,7 +1,8 @@
 """``python -m bench``: the project's benchmark, one entry point.
 
-    python -m bench --quick                 # CPU-sized, under 15 minutes on 2 cores
-    python -m bench --full                  # more trials/seeds; GPU sections at every size
+    python -m bench --quick                 # minutes: overhead (+ GPU sections with CUDA)
+    python -m bench --full                  # every section, more trials/seeds; hours on 2 cores
+    python -m bench --sections search       # one named section, at the --quick/--full size
     python -m bench --quick --json out.json # every figure (key tune_overhead_s_per_trial, ...)
 
 Sections: (1) Ray Tune overhead per trial, (2) search efficiency of ASHA+TPE / ASHA+random /
@@ -30,6 +31,10 @@ from bench._machine import describe, machine_info
 from bench.report_md import update_benchmarks
 
 SECTIONS = ("overhead", "search", "gpu")
+# --quick leaves out what takes over an hour on a 2-core machine (search efficiency: 7 strategies
+# x 3 seeds of a 16-trial search); name it with --sections to run it at the quick size.
+QUICK_SECTIONS = ("overhead", "gpu")
+LONG_SECTIONS = {"search": "search efficiency, about 70 minutes on 2 cores"}
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +43,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="CPU-sized (default)")
     size.add_argument("--full", action="store_true", help="more trials, seeds and sizes")
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    parser.add_argument(
+        "--sections",
+        help=f"comma-separated subset of {','.join(SECTIONS)} "
+        f"(default: {','.join(QUICK_SECTIONS)} with --quick, all with --full)",
+    )
     parser.add_argument("--seeds", type=int, help="search-efficiency seeds (quick 3, full 5)")
     parser.add_argument(
         "--strategies",
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return _from_json(args.from_json, args.markdown)
     full = bool(args.full)
-    sections = [s for s in args.sections.split(",") if s]
+    default = SECTIONS if full else QUICK_SECTIONS
+    sections = [s for s in (args.sections or ",".join(default)).split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         print(
@@ -169,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "full" if full else "quick",
         "sections": sections,
     }
+    for name in sorted(set(SECTIONS) - set(sections)):
+        why = LONG_SECTIONS.get(name, "not asked for")
+        print(f"skipped section {name} ({why}): run it with --full or --sections {name}")
     storage = Path(tempfile.mkdtemp(prefix="hpa-bench-"))
     started = time.perf_counter()
     if {"overhead", "search"} & set(sections):
