@@ -247,7 +247,7 @@ def run_search(plan: RunPlan, live: bool = True) -> list[TrialRecord]:
             f"{plan.exp_dir}` or choose another --name"
         )
     rec = plan.record
-    check_search_packing(plan.spec, rec.constants, rec.seed, rec.gpus_per_trial, _data_rows(rec))
+    check_search_packing(plan.spec, rec.constants, rec.gpus_per_trial, _data_rows(rec))
     _init_ray()
     resources = _trial_resources(rec)
     cpus, gpus = resources.cpus, resources.gpus
