@@ -1,8 +1,9 @@
 """What one trial asks of the Ray cluster, decided against what the cluster *can* provide (pure).
 
-Without an autoscaler the cluster is what is up now (``ray.cluster_resources()``). With one, a
-trial may also go to a node the autoscaler can still launch: its request is checked against the
-node types of the autoscaling config, and waits for the autoscaler instead of failing.
+A trial runs on one node, so its request is checked node by node, never against the cluster's
+sum. Without an autoscaler the nodes are those up now (``ray.nodes()``). With one, a trial may
+also go to a node the autoscaler can still launch: its request is checked against the node types
+of the autoscaling config, and waits for the autoscaler instead of failing.
 """
 
 from __future__ import annotations
@@ -57,26 +58,30 @@ def fits(cpus: float, gpus: float, resources: Mapping[str, float]) -> bool:
     return resources.get("CPU", 0.0) >= cpus and resources.get("GPU", 0.0) >= gpus
 
 
-def resolve_gpus(requested: float | str, cluster_gpus: float) -> float:
-    """GPUs per trial without an autoscaler: ``auto`` is 1 with GPUs up and 0 without.
+def resolve_gpus(requested: float | str, node_gpus: float) -> float:
+    """GPUs per trial without an autoscaler, given the most GPUs one node that is up has.
+
+    ``auto`` is 1 when a node has a GPU and 0 otherwise.
 
     Raises:
-        HpaTuneError: GPUs were requested but the cluster has none (trials would wait forever).
+        HpaTuneError: more GPUs were requested than any one node has (trials would wait forever).
     """
     if requested == "auto":
-        return 1.0 if cluster_gpus >= 1 else 0.0
+        return 1.0 if node_gpus >= 1 else 0.0
     gpus = float(requested)
-    if gpus > 0 and cluster_gpus < gpus:
+    if gpus > 0 and node_gpus < gpus:
         raise HpaTuneError(
-            f"gpus_per_trial is {gpus:g} but the Ray cluster has {cluster_gpus:g} GPU(s) and no "
-            "autoscaler to add any; use --gpus-per-trial 0 (or auto) to run on CPUs"
+            f"gpus_per_trial is {gpus:g} but the largest node of the Ray cluster has "
+            f"{node_gpus:g} GPU(s), a trial runs on one node, and there is no autoscaler to add "
+            "a larger one; use --gpus-per-trial 0 (or auto) to run on CPUs, or at most "
+            f"{node_gpus:g}"
         )
     return gpus
 
 
-def resolve_cpus(requested: float, cluster_cpus: float) -> float:
-    """CPUs per trial, capped at the cluster's CPUs (a trial asking for more would wait forever)."""
-    return min(requested, cluster_cpus) if cluster_cpus > 0 else requested
+def resolve_cpus(requested: float, node_cpus: float) -> float:
+    """CPUs per trial, capped at one node's CPUs (a trial asking for more would wait forever)."""
+    return min(requested, node_cpus) if node_cpus > 0 else requested
 
 
 def _capped_note(requested: float, cpus: float, where: str) -> tuple[str, ...]:
@@ -100,19 +105,19 @@ def resolve_trial_resources(
         node_types: the types an autoscaler can launch; ``None`` when there is no autoscaler.
 
     Returns:
-        Without an autoscaler: GPUs checked against the GPUs up now, CPUs capped at the cluster's
-        CPUs (as before). With one: ``auto`` is 1 when any node (live or launchable) has a GPU;
-        CPUs are capped at the largest node that has the GPUs asked for.
+        A trial runs on one node. Without an autoscaler: GPUs checked against the node up now
+        with the most GPUs, CPUs capped at the largest node up that has the GPUs asked for. With
+        one: the same over the live nodes and the launchable types (``auto`` is 1 when any of
+        them has a GPU).
 
     Raises:
         HpaTuneError: no node, up or launchable, can ever hold one trial.
     """
     if node_types is None:
-        total_gpus = sum(n.get("GPU", 0.0) for n in live_nodes)
-        total_cpus = sum(n.get("CPU", 0.0) for n in live_nodes)
-        got_gpus = resolve_gpus(gpus, total_gpus)
-        got_cpus = resolve_cpus(cpus, total_cpus)
-        return TrialResources(got_cpus, got_gpus, _capped_note(cpus, got_cpus, "the cluster"))
+        got_gpus = resolve_gpus(gpus, max((n.get("GPU", 0.0) for n in live_nodes), default=0.0))
+        with_gpus = [n for n in live_nodes if n.get("GPU", 0.0) >= got_gpus]
+        got_cpus = resolve_cpus(cpus, max((n.get("CPU", 0.0) for n in with_gpus), default=0.0))
+        return TrialResources(got_cpus, got_gpus, _capped_note(cpus, got_cpus, "the largest node"))
     shapes = [NodeType(f"live node {i}", n) for i, n in enumerate(live_nodes)] + list(node_types)
     if gpus == "auto":
         gpus = 1.0 if any(s.resources.get("GPU", 0.0) >= 1 for s in shapes) else 0.0

@@ -5,9 +5,12 @@
   installs a marker handler first, so that afterwards "is the marker back?" tells an interrupted
   search from a finished one. A second Ctrl-C then raises KeyboardInterrupt as usual.
 - Ray retries a failed trial up to ``max_failures`` times from its last checkpoint, whatever the
-  failure. A process that died deserves that; a loss that became NaN does not (it would only
-  become NaN again), so a retried trial that finds its previous attempt's marker fails at once
-  with the same reason (``fail_fast_on_retry``).
+  failure (Ray 2.60's ``FailureConfig`` has no per-error rule, and a result that flags the error
+  would break its strict metric check). A process that died deserves that; a loss that became
+  NaN, a bad configuration or a missing or corrupt shard (``NotRetryableError``) does not: it
+  would only fail again. So a retried trial that finds its previous attempt's marker fails at
+  once with the same reason, before it resolves its configuration or reads any data
+  (``fail_fast_on_retry``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import HpaTuneError, NotRetryableError
 
 NONFINITE_MARKER = "nonfinite_loss.txt"
+NOT_RETRYABLE_MARKER = "not_retryable.txt"
 
 
 class SearchInterrupted(HpaTuneError):
@@ -55,24 +59,36 @@ def watch_ctrl_c() -> Iterator[Callable[[], bool]]:
 
 @contextmanager
 def fail_fast_on_retry(trial_dir: str | Path) -> Iterator[None]:
-    """Run a trial attempt; a retry of one whose loss became non-finite fails again at once.
+    """Run a trial attempt; a retry of one that failed in a way a retry cannot change fails again
+    at once.
 
     The first attempt leaves a marker in the trial's directory on the node when it raises
-    ``NonFiniteLossError``; an attempt that finds the marker raises the same error before
-    training. (A retry on another node does not see it and diverges again, which is slower but
-    ends the same way.)
+    ``NonFiniteLossError`` or ``NotRetryableError``; an attempt that finds the marker raises the
+    same error before anything else. (A retry on another node does not see it and fails again
+    the slow way, with the same reason.)
 
     Raises:
-        NonFiniteLossError: now, if a previous attempt ended with it; or from the block.
+        NonFiniteLossError, NotRetryableError: now, if a previous attempt ended with it; or from
+            the block.
     """
     from hpa_tune.engine import NonFiniteLossError  # torch: only where trials train
 
-    marker = Path(trial_dir) / NONFINITE_MARKER
-    if marker.is_file():
-        raise NonFiniteLossError(int(marker.read_text()))
+    nonfinite = Path(trial_dir) / NONFINITE_MARKER
+    not_retryable = Path(trial_dir) / NOT_RETRYABLE_MARKER
+    if nonfinite.is_file():
+        raise NonFiniteLossError(int(nonfinite.read_text()))
+    if not_retryable.is_file():
+        raise NotRetryableError(not_retryable.read_text())
     try:
         yield
     except NonFiniteLossError as err:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(err.epoch))
+        _leave_marker(nonfinite, str(err.epoch))
         raise
+    except NotRetryableError as err:
+        _leave_marker(not_retryable, str(err))
+        raise
+
+
+def _leave_marker(marker: Path, text: str) -> None:
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(text)

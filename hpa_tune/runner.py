@@ -23,9 +23,10 @@ import torch
 from hpa_tune import storage
 from hpa_tune.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.config import TrialConfig
+from hpa_tune.data.node_cache import NodeCache
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import HpaTuneError, NotRetryableError
 from hpa_tune.experiment import (
     HISTORY_FILE,
     SUMMARY_FILE,
@@ -142,20 +143,24 @@ def _tune_trainable(
 
     from hpa_tune.ray_cluster import assigned_device, current_node_id
 
-    params, constants = split_trial_config(spec, config)
-    cfg = resolve_config(spec, params, constants)
-    torch.set_num_threads(threads)
-
-    device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
-    node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
-    data = load_trial_data(data_uri, [cfg.image_size])
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
-
-    # A retry of a trial whose loss became non-finite fails again at once, not after an epoch.
+    # A retry of a trial that failed in a way a retry cannot change (a non-finite loss, a bad
+    # configuration, a missing or corrupt shard) fails again at once, before any work.
     with fail_fast_on_retry(tune.get_context().get_trial_dir()):
+        params, constants = split_trial_config(spec, config)
+        try:
+            cfg = resolve_config(spec, params, constants)
+        except HpaTuneError as err:
+            raise NotRetryableError(str(err)) from None
+        torch.set_num_threads(threads)
+
+        device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
+        node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
+        data = load_trial_data(data_uri, [cfg.image_size])
+
+        def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
+
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             train_trial(cfg, data, report, device=device, gpu_fraction=gpus)
@@ -247,7 +252,8 @@ def run_search(plan: RunPlan, live: bool = True) -> list[TrialRecord]:
             f"{plan.exp_dir}` or choose another --name"
         )
     rec = plan.record
-    check_search_packing(plan.spec, rec.constants, rec.seed, rec.gpus_per_trial, _data_rows(rec))
+    rows = check_run_data(rec)  # what every trial would fail on is found before Ray starts
+    check_search_packing(plan.spec, rec.constants, rec.gpus_per_trial, rows)
     _init_ray()
     resources = _trial_resources(rec)
     cpus, gpus = resources.cpus, resources.gpus
@@ -326,9 +332,20 @@ def ray_restore_path(plan: RunPlan) -> tuple[str, Any]:
     return path, fs
 
 
-def _data_rows(rec: RunRecord) -> dict[int, int]:
-    """Train + val samples per image size of the run (from the manifest; no arrays loaded)."""
+def check_run_data(rec: RunRecord) -> dict[int, int]:
+    """Train + val samples per image size of the run (from the manifest; no arrays loaded).
+
+    Checks first what every trial would otherwise fail on: each image size of the run prepared,
+    and this machine's shard cache (``$HPA_TUNE_SHARD_CACHE``, ``_GB``) usable.
+
+    Raises:
+        HpaTuneError: one line naming the size, or the variable and directory.
+    """
     manifest = ShardManifest.load(rec.data_dir)
+    for size in rec.sizes:
+        for split in (TRAIN, VAL):
+            manifest.check_prepared(rec.data_dir, split, size)
+    NodeCache.from_env().check_writable()
     rows = manifest.splits[TRAIN] + manifest.splits[VAL]
     return {size: rows for size in rec.sizes}
 

@@ -453,6 +453,69 @@ def preview_configs(
     return out
 
 
+def _ancestors(spec: SpaceSpec, names: set[str]) -> set[str]:
+    """``names`` and every parameter their ``when`` conditions refer to, transitively."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += list(spec.params[name].condition())
+    return found
+
+
+def _highest_value(p: ParamSpec) -> Scalar:
+    if p.step is None:
+        return int(p.high) if p.type == "int" else p.high  # type: ignore[return-value]
+    top = p.low + ((p.high - p.low) // p.step) * p.step  # type: ignore[operator]
+    return int(top) if p.type == "int" else top
+
+
+def _branch_values(spec: SpaceSpec, name: str) -> list[Scalar]:
+    """The values of parameter ``name`` a combination tries: every choice of a categorical; of a
+    number its highest value and each value a child's ``when`` names within its range."""
+    p = spec.params[name]
+    if p.choices is not None:
+        return list(p.choices)
+    named = [
+        v
+        for child in spec.params.values()
+        for v in child.condition().get(name, [])
+        if isinstance(v, int | float) and p.low <= v <= p.high  # type: ignore[operator]
+    ]
+    return [_highest_value(p), *[v for v in named if v != _highest_value(p)]]
+
+
+def config_combinations(
+    spec: SpaceSpec, constants: dict[str, Any], keys: set[str]
+) -> list[tuple[dict[str, Any], TrialConfig]]:
+    """Every combination of the values the config ``keys`` can take in the space, resolved.
+
+    Deterministic, and conditions are respected: a parameter is varied only in the branches where
+    its ``when`` holds, and the parameters a condition refers to are varied too. A categorical
+    takes each of its choices; a number its highest value (for callers to which larger is the
+    worst case, such as memory). Other parameters are left out (their keys keep ``constants`` or
+    the defaults), and combinations that are not a valid TrialConfig are skipped: no trial could
+    be sampled with them.
+    """
+    varied = _ancestors(spec, {n for n in spec.params if spec.config_key(n) in keys})
+    combos: list[dict[str, Any]] = [{}]
+    for name in (n for n in sampling_order(spec.params) if n in varied):
+        p = spec.params[name]
+        values = _branch_values(spec, name)
+        grown: list[dict[str, Any]] = []
+        for c in combos:
+            grown += [{**c, name: v} for v in values] if _condition_holds(p, c) else [c]
+        combos = grown
+    out = []
+    for params in combos:
+        try:
+            out.append((params, resolve_config(spec, params, constants)))
+        except HpaTuneError:
+            continue
+    return out
+
+
 def searched_values(spec: SpaceSpec, key: str) -> list[Any]:
     """Every value a config key can take from the space's parameters (empty if none samples it)."""
     values: list[Any] = []

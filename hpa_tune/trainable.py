@@ -24,7 +24,7 @@ from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
 from hpa_tune.engine import PassResult, build_optimizer, predict, train_one_epoch
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import HpaTuneError, NotRetryableError
 from hpa_tune.fast_path import prepare_model, resolve_fast_path, trial_loaders
 from hpa_tune.losses import class_weights, create_loss
 from hpa_tune.metrics import best_global_macro_f1
@@ -59,7 +59,7 @@ def load_trial_data(
     manifest = ShardManifest.load(data)
     missing = [s for s in sizes if s not in manifest.sizes]
     if missing:
-        raise HpaTuneError(
+        raise NotRetryableError(
             f"{data}: image size(s) {missing} not prepared; prepared: {manifest.sizes}"
         )
     arrays = {size: {name: cached_split(data, name, size) for name in splits} for size in sizes}

@@ -23,7 +23,7 @@ GPU_TYPES = [
 ]
 
 
-def test_gpus_auto_uses_a_gpu_only_where_the_cluster_has_one():
+def test_gpus_auto_uses_a_gpu_only_where_a_node_has_one():
     assert resolve_gpus("auto", 0.0) == 0.0
     assert resolve_gpus("auto", 8.0) == 1.0
     assert resolve_gpus(0.5, 1.0) == 0.5
@@ -31,7 +31,7 @@ def test_gpus_auto_uses_a_gpu_only_where_the_cluster_has_one():
         resolve_gpus(1, 0.0)
 
 
-def test_cpus_per_trial_is_capped_at_the_cluster_so_trials_can_start():
+def test_cpus_per_trial_is_capped_at_one_node_so_trials_can_start():
     assert resolve_cpus(4, 2.0) == 2.0
     assert resolve_cpus(1, 16.0) == 1.0
     assert resolve_cpus(0.5, 2.0) == 0.5
@@ -70,12 +70,36 @@ def test_cpus_are_capped_at_the_largest_node_that_has_the_gpus_asked_for():
     assert resolve_trial_resources(16, 2, [CPU_HEAD], GPU_TYPES).cpus == 16  # the 4-GPU type
 
 
-def test_without_an_autoscaler_resources_are_those_up_now_as_before():
-    two_nodes = [{"CPU": 2.0}, {"CPU": 2.0, "GPU": 1.0}]
+def test_without_an_autoscaler_a_trial_is_checked_against_the_largest_node_up_not_the_sum():
+    two_nodes = [{"CPU": 2.0}, {"CPU": 3.0, "GPU": 1.0}]
     got = resolve_trial_resources(8, "auto", two_nodes, None)
-    assert (got.cpus, got.gpus) == (4, 1)  # capped at the cluster's 4 CPUs
+    assert (got.cpus, got.gpus) == (3, 1)  # the GPU node's 3 CPUs, not the cluster's 5
+    assert "cpus_per_trial 8 > the 3 CPUs of the largest node" in got.notes[0]
+    assert resolve_trial_resources(8, 0, two_nodes, None).cpus == 3
     with pytest.raises(HpaTuneError, match="has 0 GPU"):
         resolve_trial_resources(1, 1, [CPU_HEAD], None)
+
+
+def test_two_eight_cpu_nodes_do_not_hold_a_sixteen_cpu_trial():
+    got = resolve_trial_resources(16, 0, [{"CPU": 8.0}, {"CPU": 8.0}], None)
+    assert (got.cpus, got.gpus) == (8, 0)
+    assert got.notes == ("cpus_per_trial 16 > the 8 CPUs of the largest node: using 8",)
+
+
+def test_two_one_gpu_nodes_refuse_a_two_gpu_trial_in_one_line():
+    one_gpu_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    with pytest.raises(HpaTuneError) as err:
+        resolve_trial_resources(1, 2, one_gpu_nodes, None)
+    message = str(err.value)
+    assert "gpus_per_trial is 2" in message and "largest node" in message and "has 1 GPU" in message
+    assert "\n" not in message
+    assert resolve_trial_resources(1, 1, one_gpu_nodes, None).gpus == 1
+
+
+def test_cpus_are_capped_at_the_largest_node_up_that_has_the_gpus_asked_for():
+    nodes = [{"CPU": 32.0}, {"CPU": 4.0, "GPU": 1.0}]
+    got = resolve_trial_resources(16, 1, nodes, None)
+    assert (got.cpus, got.gpus) == (4, 1)
 
 
 def test_node_types_of_an_autoscaling_config_leave_out_the_head_and_types_never_launched():

@@ -4,6 +4,7 @@ while the others finish."""
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -15,6 +16,9 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from hpa_tune.cli import main
+from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
+from hpa_tune.errors import NotRetryableError
+from hpa_tune.faults import fail_fast_on_retry
 from hpa_tune.optuna_study import load_study
 
 pytestmark = pytest.mark.ray
@@ -103,3 +107,48 @@ def test_a_nan_loss_ends_that_trial_as_error_and_the_search_goes_on(
     first, retry = (trial_dir / "error.txt").read_text().split("Failure # ")[1:]
     assert "non-finite train loss at epoch 1" in first and "train_one_epoch" in first
     assert "non-finite train loss at epoch 1" in retry and "train_one_epoch" not in retry
+
+
+def test_a_retry_of_an_attempt_that_failed_not_retryably_fails_at_once_with_the_same_reason(
+    tmp_path,
+):
+    with pytest.raises(NotRetryableError), fail_fast_on_retry(tmp_path / "trial"):
+        raise NotRetryableError(
+            "s3://b/shards/train-32-0.parquet: shard listed in the manifest is missing"
+        )
+    ran = []
+    with (
+        pytest.raises(NotRetryableError, match=r"train-32-0\.parquet: shard listed"),
+        fail_fast_on_retry(tmp_path / "trial"),
+    ):
+        ran.append(True)
+    assert ran == []  # the retry did no work at all
+    with fail_fast_on_retry(tmp_path / "other-trial"):  # other trials are not affected
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_a_missing_shard_ends_the_trial_without_reading_data_again_on_its_retry(
+    ray_runtime, sample_shards, tmp_path
+):
+    data = tmp_path / "shards"
+    shutil.copytree(sample_shards, data)
+    # A manifest of other bytes is another set to the node cache: this one is decoded afresh.
+    manifest = data / MANIFEST_NAME
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()), indent=1))
+    (data / ShardManifest.load(data).shards_for("train", 32)[0].path).unlink()
+    space = {**BASE, "budget": {"num_samples": 1, "max_epochs": 1}}
+    space["resources"] = {**BASE["resources"], "max_failures": 2}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    args = ["run", str(path), "--data", str(data), "--storage", str(tmp_path), "--name", "gone"]
+    result = CliRunner().invoke(main, [*args, "--no-refit", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "shard listed in the manifest is missing" in result.output
+    summary = pd.read_csv(tmp_path / "gone" / "summary.csv", dtype={"trial_id": str})
+    assert summary["status"].tolist() == ["error"]
+    trial_dir = tmp_path / "gone" / f"trial_{summary['trial_id'][0]}"
+    first, *retries = (trial_dir / "error.txt").read_text().split("Failure # ")[1:]
+    assert "cached_split" in first and retries
+    # Ray retried it (it retries every error); each retry failed at once, before any data.
+    assert all("missing" in r and "cached_split" not in r for r in retries)

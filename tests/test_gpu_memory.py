@@ -17,12 +17,14 @@ from hpa_tune.gpu_memory import (
     MemoryEstimate,
     check_configs_fit,
     check_packing,
+    config_label,
+    costliest_candidates,
     estimate_trial_peak,
     saved_activation_bytes,
     trials_per_gpu,
 )
 from hpa_tune.models import create_model
-from tests.conftest import SEARCH_SPACE
+from tests.conftest import SEARCH_SPACE, resnet_freeze_param
 
 
 def _real_saved_bytes(arch: str, batch: int, size: int) -> int:
@@ -139,3 +141,69 @@ def test_run_refuses_a_packing_that_cannot_fit_before_any_trial_starts(
     assert "8 trials per GPU" in result.output and "GiB" in result.output
     assert "resnet18 at 32 px, batch 64" in result.output
     assert not list((tmp_path / "runs" / "packed").glob("trial_*"))
+
+
+def test_only_configurations_no_other_outgrows_in_every_cost_are_estimated():
+    def cfg(**kw):
+        return TrialConfig(**{"arch": "resnet18", "pretrained": "imagenet", **kw})
+
+    configs = [
+        cfg(batch_size=16, channels="rgby", optimizer="adam", freeze="none"),
+        cfg(batch_size=64, channels="rgby", optimizer="adam", freeze="none"),
+        cfg(batch_size=64, channels="rgb", optimizer="adam", freeze="none"),
+        cfg(batch_size=64, channels="rgby", optimizer="sgd", freeze="none"),
+        cfg(batch_size=64, channels="rgby", optimizer="adamw", freeze="none"),  # ties adam
+        cfg(batch_size=64, channels="rgby", optimizer="adam", freeze="layer4"),
+        cfg(arch="baseline_cnn", pretrained="none", batch_size=16),  # another architecture
+    ]
+    kept = costliest_candidates([(c, 0) for c in configs])
+    assert [config_label(c) for c, _ in kept] == [
+        "resnet18 at 64 px, batch 64, rgby, freeze none, adam",
+        "baseline_cnn at 64 px, batch 16, rgb, freeze none, adam",
+    ]
+    # Data kept on the device is a cost too: a larger image whose data stays on the host does
+    # not outgrow a smaller one whose data is on the GPU.
+    small, large = cfg(image_size=32), cfg(image_size=64)
+    assert len(costliest_candidates([(small, 10**9), (large, 0)])) == 2
+
+
+def test_run_checks_the_costliest_configuration_of_the_space_not_a_random_sample(
+    sample_shards, tmp_path, monkeypatch
+):
+    # One configuration in 1024 is the costliest; 24 random samples would almost never meet it.
+    space = {
+        **SEARCH_SPACE,
+        "fixed": {"image_size": 32, "pretrained": "imagenet", "fast_path": "off"},
+        "params": {
+            "arch": {"type": "categorical", "choices": ["baseline_cnn", "resnet18"]},
+            "resnet_freeze": resnet_freeze_param("fc", "none"),
+            "batch_size": {"type": "int", "low": 1, "high": 64},
+            "channels": {"type": "categorical", "choices": ["rgb", "rgby"]},
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        },
+    }
+
+    def peak(**kw):
+        values = {"arch": "resnet18", "image_size": 32, "batch_size": 64, "channels": "rgby"}
+        return estimate_trial_peak(TrialConfig(**{**values, **kw}), data_bytes=0).peak
+
+    worst = peak()
+    runner_up = max(peak(batch_size=63), peak(channels="rgb"), peak(optimizer="sgd"))
+    assert runner_up < worst
+    share = (worst + runner_up) / 2  # only the costliest configuration does not fit
+    monkeypatch.setenv(GPU_MEMORY_ENV, str(2 * share / GIB))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    result = CliRunner().invoke(
+        main,
+        [
+            *("run", str(tmp_path / "space.yaml"), "--data", str(sample_shards)),
+            *("--storage", str(tmp_path / "runs"), "--name", "packed"),
+            *("--gpus-per-trial", "0.5", "--quiet"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        "the costliest configuration, resnet18 at 32 px, batch 64, rgby, freeze none, adam"
+        in result.output
+    )
+    assert "2 trials per GPU" in result.output

@@ -13,7 +13,7 @@ import pytest
 from hpa_tune.data.loader import load_split
 from hpa_tune.data.node_cache import EVENTS_FILE, USED_FILE, NodeCache, cached_split, evict
 from hpa_tune.data.shards import ShardManifest
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import HpaTuneError, NotRetryableError
 
 
 def events(cache_root: Path, kind: str) -> list[str]:
@@ -88,11 +88,37 @@ def test_a_corrupt_shard_is_refetched_once_then_named(sample_shards, tmp_path):
     raw[len(raw) // 2] ^= 0xFF
     (data / shard.path).write_bytes(bytes(raw))
     cache = NodeCache(tmp_path / "cache", 10**12)
-    with pytest.raises(HpaTuneError, match="sha256 does not match") as err:
+    with pytest.raises(NotRetryableError, match="sha256 does not match") as err:
         cached_split(data, "val", 32, cache)
     assert str(data / shard.path) in str(err.value) and "\n" not in str(err.value)
     assert len(events(cache.root, "sha256-mismatch")) == 2
     assert not list(cache.root.glob("*/val.ids.npy"))  # nothing half-decoded is left as complete
+
+
+def test_a_missing_shard_is_named_and_not_worth_a_retry(sample_shards, tmp_path):
+    data = _copy_set(sample_shards, tmp_path / "shards")
+    shard = ShardManifest.load(data).shards_for("val", 32)[0]
+    (data / shard.path).unlink()
+    with pytest.raises(NotRetryableError, match="shard listed in the manifest is missing") as err:
+        cached_split(data, "val", 32, NodeCache(tmp_path / "cache", 10**12))
+    assert str(data / shard.path) in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "nan"])
+def test_a_cache_limit_that_is_not_a_number_of_gb_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("HPA_TUNE_SHARD_CACHE_GB", value)
+    with pytest.raises(NotRetryableError) as err:
+        NodeCache.from_env()
+    assert (
+        str(err.value)
+        == f"HPA_TUNE_SHARD_CACHE_GB='{value}': expected a number of GB (default 100)"
+    )
+
+
+def test_a_cache_root_that_is_a_file_is_not_worth_a_retry(sample_shards, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotRetryableError, match="not a directory"):
+        cached_split(sample_shards, "val", 32, NodeCache(tmp_path / "afile", 10**12))
 
 
 def test_deleting_the_cache_while_a_split_is_mapped_is_safe(sample_shards, tmp_path):

@@ -8,6 +8,7 @@ import yaml
 
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.search_space import (
+    config_combinations,
     define_by_run,
     load_space,
     parse_space,
@@ -270,3 +271,36 @@ def test_tpe_defaults_are_multivariate_grouped_with_constant_liar_and_auto_start
 def test_val_macro_f1_at_the_best_global_threshold_is_a_metric_a_space_can_rank_by():
     spec = parse_space({"metric": "val_macro_f1_global", "mode": "max"})
     assert spec.metric == "val_macro_f1_global" and spec.mode == "max"
+
+
+def test_config_combinations_are_every_choice_of_the_keys_asked_for_within_their_conditions():
+    spec = parse_space(
+        {
+            "fixed": {"image_size": 64, "pretrained": "imagenet"},
+            "params": {
+                "arch": {"type": "categorical", "choices": ["baseline_cnn", "resnet18"]},
+                "resnet_freeze": {
+                    "type": "categorical",
+                    "choices": ["fc", "none"],
+                    "when": {"arch": "resnet18"},
+                    "sets": "freeze",
+                },
+                "big_batch": {
+                    "type": "int",
+                    "low": 8,
+                    "high": 60,
+                    "step": 8,
+                    "when": {"resnet_freeze": "fc"},
+                    "sets": "batch_size",
+                },
+                "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            },
+        }
+    )
+    combos = config_combinations(spec, dict(spec.fixed), {"arch", "freeze", "batch_size"})
+    got = sorted((c.arch, c.freeze, c.batch_size) for _, c in combos)
+    # a number takes its highest value (56, on the step grid); a parameter outside its branch
+    # keeps the default (batch 32); lr is no key asked for and is left out
+    assert got == [("baseline_cnn", "none", 32), ("resnet18", "fc", 56), ("resnet18", "none", 32)]
+    assert all("lr" not in params for params, _ in combos)
+    assert combos == config_combinations(spec, dict(spec.fixed), {"arch", "freeze", "batch_size"})

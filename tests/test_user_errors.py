@@ -168,3 +168,52 @@ def test_report_on_an_experiment_where_every_trial_failed_is_one_line(tmp_path):
         line = one_line_error(_cli("report", exp, *extra))
         assert "no trial reported an epoch" in line and cause in line
     assert json.loads((exp / "run.json").read_text())["num_samples"] == 2
+
+
+def _run_on(sample_shards: Path, space: Path, tmp_path: Path, *extra: object):
+    return _cli(
+        *("run", space, "--data", sample_shards, "--storage", tmp_path / "r", "--name", "x"),
+        *("--no-refit", "--quiet", *extra),
+    )
+
+
+def test_an_image_size_the_shards_were_not_prepared_at_is_refused_before_ray(
+    space, sample_shards, tmp_path
+):
+    line = one_line_error(_run_on(sample_shards, space, tmp_path, "--set", "image_size=48"))
+    assert "image size 48 was not prepared; prepared sizes: [32]" in line
+    assert str(sample_shards) in line
+    assert not list((tmp_path / "r").glob("x/trial_*"))
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:  # root writes anywhere a mode allows nothing: use a read-only fs
+        return Path("/sys")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    return tmp_path / "ro"
+
+
+@pytest.mark.parametrize("where", ["file", "read-only", "under a file"])
+def test_a_shard_cache_that_cannot_be_written_is_refused_before_ray_naming_the_variable(
+    space, sample_shards, tmp_path, monkeypatch, where
+):
+    (tmp_path / "afile").write_text("x")
+    cache = {
+        "file": tmp_path / "afile",
+        "read-only": _read_only_dir(tmp_path),
+        "under a file": tmp_path / "afile" / "cache",
+    }[where]
+    monkeypatch.setenv("HPA_TUNE_SHARD_CACHE", str(cache))
+    line = one_line_error(_run_on(sample_shards, space, tmp_path))
+    assert f"HPA_TUNE_SHARD_CACHE={cache}:" in line
+    assert ("not a directory" if where == "file" else "cannot write the shard cache") in line
+    assert not list((tmp_path / "r").glob("x/trial_*"))
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_shard_cache_limit_that_is_not_a_number_of_gb_names_the_variable(
+    space, sample_shards, tmp_path, monkeypatch, value
+):
+    monkeypatch.setenv("HPA_TUNE_SHARD_CACHE_GB", value)
+    line = one_line_error(_run_on(sample_shards, space, tmp_path))
+    assert f"HPA_TUNE_SHARD_CACHE_GB='{value}': expected a number of GB" in line

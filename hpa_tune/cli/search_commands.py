@@ -103,7 +103,7 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
     from hpa_tune.experiment import check_new_experiment, check_storage
-    from hpa_tune.runner import RunOptions, plan_run, run_search
+    from hpa_tune.runner import RunOptions, check_run_data, plan_run, run_search
     from hpa_tune.staging import check_new_remote, local_experiment
 
     options = RunOptions(
@@ -144,6 +144,7 @@ def run(
     assert data_dir is not None
     plan = plan_run(options, data_dir, builtin)
     rec = plan.record
+    check_run_data(rec)  # an image size not prepared, an unusable shard cache: before any output
     click.echo(
         f"search: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
         f"image sizes {rec.sizes}, data {rec.data_dir}"

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,11 +43,12 @@ from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.data.builtin import cache_root
 from hpa_tune.data.loader import SplitArrays, fill_rows
 from hpa_tune.data.shards import MANIFEST_NAME, ShardInfo, ShardManifest
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import NotRetryableError
 
 log = logging.getLogger(__name__)
 EVENTS_FILE, USED_FILE = "events.log", "last_used"
 DEFAULT_LIMIT_GB = 100.0
+CACHE_ENV, LIMIT_ENV = "HPA_TUNE_SHARD_CACHE", "HPA_TUNE_SHARD_CACHE_GB"
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,47 @@ class NodeCache:
     @classmethod
     def from_env(cls) -> NodeCache:
         """``$HPA_TUNE_SHARD_CACHE`` (default ``$HPA_TUNE_CACHE/shards``), limited to
-        ``$HPA_TUNE_SHARD_CACHE_GB`` GB (default 100)."""
-        root = os.environ.get("HPA_TUNE_SHARD_CACHE") or cache_root() / "shards"
-        limit_gb = float(os.environ.get("HPA_TUNE_SHARD_CACHE_GB") or DEFAULT_LIMIT_GB)
-        return cls(Path(root), int(limit_gb * 1e9))
+        ``$HPA_TUNE_SHARD_CACHE_GB`` GB (default 100).
+
+        Raises:
+            NotRetryableError: the limit is not a number of GB (the message names the variable).
+        """
+        root = os.environ.get(CACHE_ENV) or cache_root() / "shards"
+        raw = os.environ.get(LIMIT_ENV) or ""
+        try:
+            limit_gb = float(raw) if raw else DEFAULT_LIMIT_GB
+        except ValueError:
+            limit_gb = float("nan")
+        if not limit_gb >= 0:  # also NaN
+            raise NotRetryableError(
+                f"{LIMIT_ENV}={raw!r}: expected a number of GB (default {DEFAULT_LIMIT_GB:g})"
+            )
+        return cls(Path(root), int(min(limit_gb, 1e12) * 1e9))
+
+    def check_writable(self) -> None:
+        """Stop unless the cache's root is, or can be made, a directory this process writes in.
+
+        Creates the root (as the first trial would) and a temporary file in it.
+
+        Raises:
+            NotRetryableError: one line naming the directory (and ``$HPA_TUNE_SHARD_CACHE`` when
+                it was set) and why it cannot hold the cache.
+        """
+        where = f"{CACHE_ENV}={self.root}" if os.environ.get(CACHE_ENV) else f"{self.root}"
+        hint = f"point ${CACHE_ENV} at a directory this user can write"
+        if self.root.exists() and not self.root.is_dir():
+            raise NotRetryableError(
+                f"{where}: not a directory, cannot hold the shard cache; {hint}"
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise NotRetryableError(
+                f"{where}: cannot write the shard cache there ({reason}); {hint}"
+            ) from None
 
     def event(self, what: str, detail: str) -> None:
         """Append one line to ``events.log`` (and the module's logger)."""
@@ -108,12 +147,14 @@ def _fetch_verified(cache: NodeCache, data: str, shard: ShardInfo) -> bytes:
         try:
             raw = storage.read_bytes(location)
         except FileNotFoundError:
-            raise HpaTuneError(f"{location}: shard listed in the manifest is missing") from None
+            raise NotRetryableError(
+                f"{location}: shard listed in the manifest is missing"
+            ) from None
         if hashlib.sha256(raw).hexdigest() == shard.sha256:
             cache.event("fetched", f"{location} ({len(raw)} bytes)")
             return raw
         cache.event("sha256-mismatch", f"{location} (attempt {attempt})")
-    raise HpaTuneError(
+    raise NotRetryableError(
         f"{location}: sha256 does not match the manifest after a refetch (corrupt or modified "
         "shard); re-run prepare"
     )
@@ -137,7 +178,7 @@ def _decode_split(
     for shard in shards:
         table = pq.read_table(pa.BufferReader(_fetch_verified(cache, data, shard)))
         if table.num_rows != shard.rows:
-            raise HpaTuneError(
+            raise NotRetryableError(
                 f"{storage.join(data, shard.path)}: {table.num_rows} rows, manifest says {shard.rows}"
             )
         at = fill_rows(table, images, labels, ids, at)
@@ -195,7 +236,7 @@ def cached_split(
         cache: where to cache (default: ``NodeCache.from_env()``).
 
     Raises:
-        HpaTuneError: no manifest, a size or split that was not prepared, or a shard that is
+        NotRetryableError: no manifest, a size or split that was not prepared, or a shard that is
             missing or still corrupt after one refetch (named).
     """
     data = storage.location_arg(data)
@@ -214,7 +255,7 @@ def cached_split(
 def _open_split(
     cache: NodeCache, data: str, manifest: ShardManifest, split: str, size: int, entry: Path
 ) -> SplitArrays:
-    cache.root.mkdir(parents=True, exist_ok=True)
+    cache.check_writable()  # a cache that cannot be written fails the same way on a retry
     images_path, _, ids_path = _split_files(entry, split)
     if ids_path.exists():
         (entry / USED_FILE).touch()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
-from hpa_tune.errors import HpaTuneError
+from hpa_tune.errors import NotRetryableError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -96,7 +96,7 @@ class ShardManifest:
         """Read and check ``directory/manifest.json`` (a local path, ``s3://`` or ``gs://``).
 
         Raises:
-            HpaTuneError: the directory has no manifest or one of another format version.
+            NotRetryableError: the directory has no manifest or one of another format version.
         """
         return cls.read(directory)[1]
 
@@ -107,12 +107,12 @@ class ShardManifest:
         try:
             data = storage.read_bytes(path)
         except FileNotFoundError:
-            raise HpaTuneError(
+            raise NotRetryableError(
                 f"{path}: not found; is {directory} a directory written by `hpa-tune prepare`?"
             ) from None
         raw = json.loads(data)
         if raw.get("format_version") != FORMAT_VERSION:
-            raise HpaTuneError(
+            raise NotRetryableError(
                 f"{path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}; re-run prepare"
             )
         raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
@@ -122,14 +122,14 @@ class ShardManifest:
         """Stop unless ``split`` was prepared at ``size``.
 
         Raises:
-            HpaTuneError: naming ``where`` (the prepared directory) and what it does hold.
+            NotRetryableError: naming ``where`` (the prepared directory) and what it does hold.
         """
         if size not in self.sizes:
-            raise HpaTuneError(
+            raise NotRetryableError(
                 f"{where}: image size {size} was not prepared; prepared sizes: {self.sizes}"
             )
         if split not in self.splits:
-            raise HpaTuneError(
+            raise NotRetryableError(
                 f"{where}: no split {split!r}; prepared splits: {sorted(self.splits)}"
             )
 
