@@ -324,6 +324,8 @@ def _write_shards(
 def _reason_kind(reason: str) -> str:
     """A short category of a rejection reason, for the summary."""
     for kind in (
+        "is a path, not",
+        "empty Id",
         "missing channel",
         "unreadable or truncated",
         "too large",
@@ -335,7 +337,9 @@ def _reason_kind(reason: str) -> str:
         "fields",
     ):
         if kind in reason:
-            return kind.replace("outside 0..", "label outside 0..27").replace(
-                "fields", "malformed row"
+            return (
+                kind.replace("outside 0..", "label outside 0..27")
+                .replace("fields", "malformed row")
+                .replace("is a path, not", "Id is a path")
             )
     return "other"
