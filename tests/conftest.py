@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,59 @@ def files_holding(secrets: tuple[bytes, ...], bucket: str, local_roots: list[Pat
         if p.is_file() and any(s in p.read_bytes() for s in secrets)
     ]
     return leaks
+
+
+# Where a user keeps other things beside hpa-tune's output: notes, another data set's manifest and
+# shards, another experiment (names that look like ours but are not ours to touch).
+FOREIGN_NAMES = (
+    "NOTES.md",
+    "other-set/manifest.json",
+    "other-set/size_32/train-00000.parquet",
+    "experiments/exp-0/run.json",
+)
+
+
+class ForeignFiles:
+    """Files a test plants where hpa-tune writes (a local directory or a bucket prefix) that no
+    command created: every command must leave each of them present and byte-for-byte unchanged."""
+
+    def __init__(self) -> None:
+        self.planted: dict[str, bytes] = {}
+
+    def plant(self, location: str | Path, names: tuple[str, ...] = FOREIGN_NAMES) -> None:
+        """Write ``names`` (relative paths) below ``location``, each with content of its own."""
+        from hpa_tune import storage
+
+        for name in names:
+            where = storage.join(str(location), *name.split("/"))
+            content = f"not hpa-tune's: {where}\n".encode()
+            storage.write_bytes(where, content)
+            self.planted[where] = content
+
+    def damaged(self) -> list[str]:
+        """The planted files that are gone or no longer hold what was planted."""
+        from hpa_tune import storage
+
+        def intact(where: str, content: bytes) -> bool:
+            try:
+                return storage.read_bytes(where) == content
+            except FileNotFoundError:
+                return False
+
+        return [where for where, content in self.planted.items() if not intact(where, content)]
+
+    def assert_intact(self) -> None:
+        assert self.planted, "nothing was planted"
+        assert self.damaged() == []
+
+
+@pytest.fixture
+def foreign() -> Iterator[ForeignFiles]:
+    """A :class:`ForeignFiles` for one test, checked once more when the test ends."""
+    files = ForeignFiles()
+    yield files
+    if files.planted:
+        files.assert_intact()
 
 
 def _free_loopback_port() -> int:
