@@ -289,10 +289,29 @@ SEARCH_SPACE = {
 
 
 @pytest.fixture(scope="session")
-def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
+def search_root(tmp_path_factory) -> Path:
+    """Where the shared search keeps its space file and its ``--storage`` (``runs/``)."""
+    return tmp_path_factory.mktemp("search")
+
+
+@pytest.fixture(scope="session")
+def search_foreign(search_root: Path) -> ForeignFiles:
+    """The files planted in and beside the shared search's ``--storage`` before it ran (see
+    :func:`searched_experiment`); a test that runs a command on that experiment checks them."""
+    root = search_root
+    files = ForeignFiles()
+    files.plant(root / "runs")
+    files.plant(root, ("NOTES.md", "runs-old/t/run.json"))
+    return files
+
+
+@pytest.fixture(scope="session")
+def searched_experiment(ray_runtime, sample_shards, search_root, search_foreign):
     """One ASHA search (6 trials, some pruned) + refit on the sample shards, run through the CLI
-    exactly as a user would. Returns (experiment directory, CLI output); shared read-only."""
-    root = tmp_path_factory.mktemp("search")
+    exactly as a user would, into a ``--storage`` that already held files of someone else's
+    (``search_foreign``, intact afterwards). Returns (experiment directory, CLI output); shared
+    read-only."""
+    root = search_root
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
     result = CliRunner().invoke(
@@ -312,6 +331,7 @@ def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
         ],
     )
     assert result.exit_code == 0, result.output
+    search_foreign.assert_intact()
     return root / "runs" / "t", result.output
 
 
