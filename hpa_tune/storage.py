@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -204,19 +204,22 @@ def download_tree(
     return copied
 
 
-def replace_tree(local_dir: Path, location: str, *, commit_file: str) -> None:
+def replace_tree(
+    local_dir: Path, location: str, *, commit_file: str, previous: Collection[str]
+) -> None:
     """Publish ``local_dir`` at ``location`` so that a reader sees the old set, no set, or the new
     one, never a mix: ``commit_file`` (what makes the set loadable) is deleted first and written
-    last, and files of the old set that the new one lacks are removed before it is written."""
+    last, and the files of the old set (``previous``: what its commit file lists, relative paths)
+    that the new one lacks are removed before it is written. Nothing else at ``location`` is
+    listed, deleted or overwritten but the new set's own files."""
     if not is_remote(location):
         raise ValueError(
             "replace_tree publishes to object storage; local output is written in place"
         )
-    old = set(list_files(location))
     new = {p.relative_to(local_dir).as_posix() for p in Path(local_dir).rglob("*") if p.is_file()}
     # Once the commit file is gone the old set is no longer loadable, so its other files may go.
-    delete(location, [commit_file] if commit_file in old else [])
-    delete(location, sorted(old - new - {commit_file}))
+    delete(location, [commit_file] if commit_file in previous else [])
+    delete(location, sorted(set(previous) - new - {commit_file}))
     upload_tree(local_dir, location, last=(commit_file,))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,59 @@ def files_holding(secrets: tuple[bytes, ...], bucket: str, local_roots: list[Pat
     return leaks
 
 
+# Where a user keeps other things beside hpa-tune's output: notes, another data set's manifest and
+# shards, another experiment (names that look like ours but are not ours to touch).
+FOREIGN_NAMES = (
+    "NOTES.md",
+    "other-set/manifest.json",
+    "other-set/size_32/train-00000.parquet",
+    "experiments/exp-0/run.json",
+)
+
+
+class ForeignFiles:
+    """Files a test plants where hpa-tune writes (a local directory or a bucket prefix) that no
+    command created: every command must leave each of them present and byte-for-byte unchanged."""
+
+    def __init__(self) -> None:
+        self.planted: dict[str, bytes] = {}
+
+    def plant(self, location: str | Path, names: tuple[str, ...] = FOREIGN_NAMES) -> None:
+        """Write ``names`` (relative paths) below ``location``, each with content of its own."""
+        from hpa_tune import storage
+
+        for name in names:
+            where = storage.join(str(location), *name.split("/"))
+            content = f"not hpa-tune's: {where}\n".encode()
+            storage.write_bytes(where, content)
+            self.planted[where] = content
+
+    def damaged(self) -> list[str]:
+        """The planted files that are gone or no longer hold what was planted."""
+        from hpa_tune import storage
+
+        def intact(where: str, content: bytes) -> bool:
+            try:
+                return storage.read_bytes(where) == content
+            except FileNotFoundError:
+                return False
+
+        return [where for where, content in self.planted.items() if not intact(where, content)]
+
+    def assert_intact(self) -> None:
+        assert self.planted, "nothing was planted"
+        assert self.damaged() == []
+
+
+@pytest.fixture
+def foreign() -> Iterator[ForeignFiles]:
+    """A :class:`ForeignFiles` for one test, checked once more when the test ends."""
+    files = ForeignFiles()
+    yield files
+    if files.planted:
+        files.assert_intact()
+
+
 def _free_loopback_port() -> int:
     import socket
 
@@ -235,10 +289,29 @@ SEARCH_SPACE = {
 
 
 @pytest.fixture(scope="session")
-def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
+def search_root(tmp_path_factory) -> Path:
+    """Where the shared search keeps its space file and its ``--storage`` (``runs/``)."""
+    return tmp_path_factory.mktemp("search")
+
+
+@pytest.fixture(scope="session")
+def search_foreign(search_root: Path) -> ForeignFiles:
+    """The files planted in and beside the shared search's ``--storage`` before it ran (see
+    :func:`searched_experiment`); a test that runs a command on that experiment checks them."""
+    root = search_root
+    files = ForeignFiles()
+    files.plant(root / "runs")
+    files.plant(root, ("NOTES.md", "runs-old/t/run.json"))
+    return files
+
+
+@pytest.fixture(scope="session")
+def searched_experiment(ray_runtime, sample_shards, search_root, search_foreign):
     """One ASHA search (6 trials, some pruned) + refit on the sample shards, run through the CLI
-    exactly as a user would. Returns (experiment directory, CLI output); shared read-only."""
-    root = tmp_path_factory.mktemp("search")
+    exactly as a user would, into a ``--storage`` that already held files of someone else's
+    (``search_foreign``, intact afterwards). Returns (experiment directory, CLI output); shared
+    read-only."""
+    root = search_root
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
     result = CliRunner().invoke(
@@ -258,6 +331,7 @@ def searched_experiment(ray_runtime, sample_shards, tmp_path_factory):
         ],
     )
     assert result.exit_code == 0, result.output
+    search_foreign.assert_intact()
     return root / "runs" / "t", result.output
 
 

@@ -4,10 +4,12 @@ and nothing it did not write is ever deleted."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +21,22 @@ from hpa_tune.data.loader import load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.errors import HpaTuneError
-from tests.conftest import write_kaggle_dir
+from tests.conftest import ForeignFiles, write_kaggle_dir
 
 OPTS = PrepareOptions(sizes=(32,), workers=1, expected_size=64)
 
 
 @pytest.fixture
-def prepared(tmp_path: Path) -> tuple[Path, Path]:
-    """A raw directory (20 samples at 64 px, 4 test) and a first, complete output of it."""
+def prepared(tmp_path: Path, foreign: ForeignFiles) -> tuple[Path, Path]:
+    """A raw directory (20 samples at 64 px, 4 test) and a first, complete output of it, in an
+    ``out`` that held files of someone else's before (and beside it): they must outlive every
+    command of the test."""
     raw = tmp_path / "raw"
     write_kaggle_dir(raw, 20, size=64, n_test=4)
+    foreign.plant(tmp_path / "out")
+    foreign.plant(tmp_path)
     prepare(raw, tmp_path / "out", OPTS)
+    foreign.assert_intact()
     return raw, tmp_path / "out"
 
 
@@ -162,3 +169,38 @@ def test_sigkilled_prepare_leaves_the_previous_output_loadable(prepared, tmp_pat
     # The next prepare clears what the killed one left behind, and succeeds.
     prepare(raw, out, OPTS)
     assert not staging.exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB filesystem (tmpfs), mounted for this test and unmounted after it; skipped
+    only where mounting is impossible (not root, no CAP_SYS_ADMIN, no ``mount``)."""
+    where = tmp_path / "tiny-disk"
+    where.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    cmd = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)]
+    mounted = subprocess.run(cmd, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:  # lazily: a file a failed test left open must not keep the mount
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def test_a_full_disk_is_one_line_saying_where_and_how_much_and_keeps_the_old_output(
+    tiny_disk, foreign, prepared
+):  # tiny_disk first: it is unmounted after foreign's last check
+    raw, _ = prepared
+    out = tiny_disk / "out"
+    foreign.plant(out, ("NOTES.md",))
+    assert _cli("prepare", raw, "--out", out, "--sizes", "32", "--workers", "1").exit_code == 0
+    before = _snapshot(out)
+    # 24 samples at 32+64+128 px: about 2 MiB, 4x what the disk holds.
+    line = _one_line_error(_cli("prepare", raw, "--out", out, "--sizes", "32,64,128"))
+    assert line.startswith(f"error: {tiny_disk}: no space left on device")
+    assert "the output needs up to 2.0 MiB" in line and "previous output is unchanged" in line
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["out"]  # no staging left behind
+    foreign.assert_intact()

@@ -141,6 +141,46 @@ def test_duplicate_id_keeps_the_first_row_and_rejects_the_repeat(kaggle_dir, tmp
     assert sum(result.manifest.splits[s] for s in ("train", "val", "holdout")) == 56
 
 
+@pytest.mark.parametrize(
+    "bad_id, reason",
+    [
+        ("", "empty Id"),
+        ("../../etc/passwd", "Id '../../etc/passwd' is a path"),
+        ("/etc/hostname", "Id '/etc/hostname' is a path"),
+        ("a/b", "Id 'a/b' is a path"),
+        ("..", "Id '..' is a path"),
+    ],
+)
+def test_an_empty_id_or_an_id_that_is_a_path_is_rejected_saying_so(
+    kaggle_dir, tmp_path, bad_id, reason
+):
+    raw, _ = kaggle_dir
+    with (raw / "train.csv").open("a") as f:
+        f.write(f"{bad_id},5\n")
+    result = prepare(raw, tmp_path / "out", OPTS)
+    line = f"train.csv line {2 + 56}"
+    assert _rejected(tmp_path / "out") == {
+        bad_id or f"<{line}>": f"{line}: "
+        + (
+            reason
+            if not bad_id
+            else f"{reason}, not a file-name stem (an Id names the files "
+            "{Id}_{color}.png inside train/ or test/)"
+        )
+    }
+    assert sum(result.manifest.splits[s] for s in ("train", "val", "holdout")) == 56
+    kind = "empty Id" if not bad_id else "Id is a path"
+    assert result.manifest.extra["rejected_by_reason"] == {kind: 1}
+
+
+def test_a_test_id_that_is_a_path_is_rejected_saying_so(kaggle_dir, tmp_path):
+    raw, _ = kaggle_dir
+    with (raw / "sample_submission.csv").open("a") as f:
+        f.write("../train/x,0\n")
+    prepare(raw, tmp_path / "out", OPTS)
+    assert "is a path" in _rejected(tmp_path / "out")["../train/x"]
+
+
 def test_wrong_image_size_is_resized_and_counted(kaggle_dir, tmp_path):
     raw, images = kaggle_dir
     sid = sorted(images)[0]

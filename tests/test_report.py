@@ -414,10 +414,13 @@ def test_report_csvs_agree_with_summary_and_history(search_report):
 
 
 @pytest.mark.ray
-def test_report_table_prints_the_study_table_in_markdown(searched_experiment, tmp_path):
+def test_report_table_prints_the_study_table_in_markdown(
+    searched_experiment, search_foreign, tmp_path
+):
     exp_dir, _ = searched_experiment
     result = CliRunner().invoke(main, ["report", str(exp_dir), "--table", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    search_foreign.assert_intact()
     rows = [line for line in result.output.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 6
     assert "refit model" in result.output

@@ -179,7 +179,7 @@ def _read_submission(path):
 
 @pytest.mark.parametrize("source", ["shards", "raw"])
 def test_predict_writes_a_valid_kaggle_submission(
-    searched_experiment, sample_shards, tmp_path, source
+    searched_experiment, search_foreign, sample_shards, tmp_path, source
 ):
     exp_dir, _ = searched_experiment
     data = sample_shards if source == "shards" else sample_shards.parent / "raw"
@@ -188,6 +188,7 @@ def test_predict_writes_a_valid_kaggle_submission(
         main, ["predict", str(exp_dir / "refit"), "--data", str(data), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
+    search_foreign.assert_intact()
     rows = _read_submission(out)
     expected_ids = [
         r["Id"] for r in _read_submission(sample_shards.parent / "raw" / "sample_submission.csv")
@@ -224,11 +225,12 @@ def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(
     ]
 
 
-def test_refit_command_reruns_from_the_experiment_directory(searched_experiment):
+def test_refit_command_reruns_from_the_experiment_directory(searched_experiment, search_foreign):
     exp_dir, _ = searched_experiment
     before = json.loads((exp_dir / "refit" / "metrics.json").read_text())
     result = CliRunner().invoke(main, ["refit", str(exp_dir)])
     assert result.exit_code == 0, result.output
+    search_foreign.assert_intact()
     after = json.loads((exp_dir / "refit" / "metrics.json").read_text())
     assert after["trial_id"] == before["trial_id"]
     # Same seed, same data, same replayed config: the refit is reproducible.

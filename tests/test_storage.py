@@ -62,7 +62,9 @@ def test_trees_upload_and_download_with_the_commit_file_last(bucket, tmp_path: P
     assert (tmp_path / "dst" / "manifest.json").read_text() == "{}"
 
 
-def test_replacing_a_set_removes_files_the_new_one_lacks(bucket, tmp_path: Path):
+def test_replacing_a_set_removes_only_what_the_previous_set_lists_and_the_new_one_lacks(
+    bucket, tmp_path: Path
+):
     old, new = tmp_path / "old", tmp_path / "new"
     for root, names in (
         (old, ["manifest.json", "a.parquet", "b.parquet"]),
@@ -71,7 +73,10 @@ def test_replacing_a_set_removes_files_the_new_one_lacks(bucket, tmp_path: Path)
         root.mkdir()
         for name in names:
             (root / name).write_text(f"{root.name}:{name}")
-    storage.replace_tree(old, f"{bucket}/set", commit_file="manifest.json")
-    storage.replace_tree(new, f"{bucket}/set", commit_file="manifest.json")
-    assert storage.list_files(f"{bucket}/set") == ["a.parquet", "manifest.json"]
+    storage.write_bytes(f"{bucket}/set/notes.txt", b"not part of any set")
+    storage.replace_tree(old, f"{bucket}/set", commit_file="manifest.json", previous=set())
+    previous = {"manifest.json", "a.parquet", "b.parquet"}
+    storage.replace_tree(new, f"{bucket}/set", commit_file="manifest.json", previous=previous)
+    assert storage.list_files(f"{bucket}/set") == ["a.parquet", "manifest.json", "notes.txt"]
     assert storage.read_bytes(f"{bucket}/set/manifest.json") == b"new:manifest.json"
+    assert storage.read_bytes(f"{bucket}/set/notes.txt") == b"not part of any set"

@@ -89,12 +89,15 @@ def prepare(
             started.append(True)
         update(done, total)
 
+    prepared = False
     try:
         result = prepare_to(raw_dir, out_dir, options, progress=progress)
+        prepared = True
     except ValueError as err:
         raise HpaTuneError(str(err)) from None
     finally:
         if started:
+            bar.live.transient = not prepared  # an error is one line: the bar goes with it
             bar.stop()
     m = result.manifest
     click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in m.splits.items()))

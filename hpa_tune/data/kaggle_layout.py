@@ -82,8 +82,25 @@ def _parse_target(text: str) -> tuple[int, ...]:
     return tuple(sorted(labels))
 
 
+def id_problem(sample_id: str) -> str | None:
+    """What makes ``sample_id`` unusable as an Id, in words, or None.
+
+    An Id names the files ``{Id}_{color}.png`` inside ``train/`` or ``test/``, so it must be a
+    plain file-name stem: not empty, and no path (``/``, ``\\``, ``.`` or ``..``, a NUL byte).
+    """
+    if not sample_id:
+        return "empty Id"
+    if "/" in sample_id or "\\" in sample_id or "\0" in sample_id or sample_id in (".", ".."):
+        return (
+            f"Id {sample_id!r} is a path, not a file-name stem (an Id names the files "
+            "{Id}_{color}.png inside train/ or test/)"
+        )
+    return None
+
+
 def read_train_csv(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
-    """Parse ``train.csv``; rows with an empty/invalid Target, or repeating an earlier Id, are rejected.
+    """Parse ``train.csv``; rows with an empty/invalid Target, an empty Id or an Id that is a path,
+    or repeating an earlier Id, are rejected.
 
     Raises:
         HpaTuneError: when the file is missing or its header is not ``Id,Target``.
@@ -99,10 +116,13 @@ def read_train_csv(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
         if problem := _not_utf8(raw):
             rejected.append(Rejection(_printable(sample_id) or f"<{where}>", f"{where}: {problem}"))
             continue
-        if len(raw) != 2 or not sample_id:
+        if len(raw) != 2:
             rejected.append(
                 Rejection(sample_id or f"<{where}>", f"{where}: expected 2 fields, got {len(raw)}")
             )
+            continue
+        if problem := id_problem(sample_id):
+            rejected.append(Rejection(sample_id or f"<{where}>", f"{where}: {problem}"))
             continue
         if sample_id in first_line:
             # The first row wins: its images are the same files, only the labels would conflict.
@@ -121,7 +141,8 @@ def read_train_csv(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
 
 
 def read_submission_ids(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
-    """Parse ``sample_submission.csv`` (Id,Predicted): test Ids in file order, duplicates rejected."""
+    """Parse ``sample_submission.csv`` (Id,Predicted): test Ids in file order; duplicates and Ids
+    that are paths rejected, rows without an Id skipped."""
     rows: list[LabelRow] = []
     rejected: list[Rejection] = []
     seen: set[str] = set()
@@ -132,6 +153,9 @@ def read_submission_ids(path: Path) -> tuple[list[LabelRow], list[Rejection]]:
         if problem := _not_utf8([sample_id]):
             where = f"{path.name} line {line_no}"
             rejected.append(Rejection(_printable(sample_id), f"{where}: {problem}"))
+            continue
+        if problem := id_problem(sample_id):
+            rejected.append(Rejection(sample_id, f"{path.name} line {line_no}: {problem}"))
             continue
         if sample_id in seen:
             rejected.append(Rejection(sample_id, f"{path.name} line {line_no}: duplicate Id"))

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,16 +25,27 @@ REJECTED_NAME = "rejected.csv"
 _STAGING_TAG = ".prepare-"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+_SHARD_PATH = re.compile(r"size_[0-9]+/[^/.][^/]*")
+
+
+def files_listed(manifest_text: bytes | str) -> set[str] | None:
+    """Relative paths a prepare wrote, by its ``manifest.json`` text: the shards it lists (only
+    ``size_<S>/<name>`` paths count, so a hand-edited manifest cannot claim other files),
+    ``manifest.json`` and ``rejected.csv``. None: not a manifest prepare wrote."""
+    try:
+        listed = {str(s["path"]) for s in json.loads(manifest_text)["shards"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    shards = {p for p in listed if _SHARD_PATH.fullmatch(p)}
+    return shards | {MANIFEST_NAME, REJECTED_NAME}
 
 
 def _owned_files(out_dir: Path) -> set[str] | None:
     """Relative paths the previous prepare wrote into ``out_dir`` (None: no readable manifest)."""
     try:
-        raw = json.loads((out_dir / MANIFEST_NAME).read_text())
-        shards = {str(s["path"]) for s in raw["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return files_listed((out_dir / MANIFEST_NAME).read_bytes())
+    except OSError:
         return None
-    return shards | {MANIFEST_NAME, REJECTED_NAME}
 
 
 def check_output_dir(raw_dir: Path, out_dir: Path, sizes: tuple[int, ...]) -> None:
@@ -75,6 +87,27 @@ def check_output_dir(raw_dir: Path, out_dir: Path, sizes: tuple[int, ...]) -> No
             f"{out_dir / REJECTED_NAME}: exists but {out_dir} has no manifest.json; "
             "move it or choose another --out"
         )
+
+
+def output_bytes_bound(n_samples: int, sizes: tuple[int, ...]) -> int:
+    """At most how many bytes prepare writes for ``n_samples`` at ``sizes``: every image stored
+    raw (4 uint8 channels), as LZ4 stores pixels it cannot compress, plus 1 KiB per sample and
+    size for ids, labels and Parquet's own bookkeeping."""
+    return n_samples * sum(4 * s * s + 1024 for s in sizes)
+
+
+def no_space_error(where: Path, needed: int, free_at_start: int) -> HpaTuneError:
+    """The one-line error for a disk that filled up while prepare wrote into ``where``."""
+    return HpaTuneError(
+        f"{where}: no space left on device while prepare wrote its output there; the output "
+        f"needs up to {_mib(needed)} (images stored uncompressed; less where they compress) and "
+        f"{_mib(free_at_start)} were free when it started; free some space or choose another "
+        "--out (for a bucket --out: another $HPA_TUNE_CACHE); the previous output is unchanged"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
 
 
 def staging_dir(out_dir: Path) -> Path:

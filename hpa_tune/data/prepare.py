@@ -8,11 +8,13 @@ that pass validation (before decoding), so an unreadable image only removes itse
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -31,7 +33,13 @@ from hpa_tune.data.kaggle_layout import (
     read_submission_ids,
     read_train_csv,
 )
-from hpa_tune.data.output_swap import check_output_dir, staging_dir, swap_in
+from hpa_tune.data.output_swap import (
+    check_output_dir,
+    no_space_error,
+    output_bytes_bound,
+    staging_dir,
+    swap_in,
+)
 from hpa_tune.data.shards import DEFAULT_SHARD_BYTES, ShardManifest, ShardWriter
 from hpa_tune.data.splits import TEST, TRAIN, VAL, assign_splits, class_counts
 from hpa_tune.errors import HpaTuneError
@@ -211,7 +219,8 @@ def prepare(
 
     Raises:
         HpaTuneError: the directory is not a Kaggle layout, ``out_dir`` cannot be replaced
-            safely, a split would be empty, or ``strict`` and samples were rejected.
+            safely, a split would be empty, ``strict`` and samples were rejected, or the disk
+            beside ``out_dir`` filled up (saying how much the output needs).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     rejected: list[Rejection] = []
@@ -227,6 +236,7 @@ def prepare(
     # A symlinked --out is replaced where it points; the link itself stays.
     target = out_dir.resolve() if out_dir.is_symlink() else out_dir
     staged = staging_dir(target)
+    free_at_start = shutil.disk_usage(staged).free
     try:
         manifest = _write_shards(staged, tasks, rejected, options, progress)
         if options.strict and rejected:
@@ -236,6 +246,11 @@ def prepare(
         manifest.test_ids = [r.id for r in test_rows]
         manifest.save(staged)
         swap_in(staged, target)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        needed = output_bytes_bound(len(tasks), options.sizes)
+        raise no_space_error(staged.parent, needed, free_at_start) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return PrepareResult(manifest, rejected, out_dir)
@@ -267,6 +282,28 @@ def _strict_error(out_dir: Path, rejected: list[Rejection]) -> HpaTuneError:
     )
 
 
+def _add_sample(
+    writers: dict[tuple[str, int], ShardWriter],
+    moments: dict[int, _ChannelMoments],
+    out_dir: Path,
+    task: _Task,
+    decoded: _Decoded,
+    options: PrepareOptions,
+) -> np.ndarray:
+    """Append one decoded sample to its (split, size) shards; returns its multi-hot labels."""
+    sample, sums = decoded
+    y = np.zeros(NUM_CLASSES, dtype=np.uint8)
+    y[list(task.labels)] = 1
+    for size, image in sample.images.items():
+        key = (task.split, size)
+        if key not in writers:
+            writers[key] = ShardWriter(out_dir, task.split, size, options.shard_bytes)
+        writers[key].add(task.id, image, y)
+        if size in sums:
+            moments[size].add(size * size, sums[size])
+    return y
+
+
 def _write_shards(
     out_dir: Path,
     tasks: list[_Task],
@@ -280,27 +317,27 @@ def _write_shards(
     kept_labels: list[np.ndarray] = []
     kept_splits: list[str] = []
     resized = 0
-    for done, (task, result) in enumerate(_decoded(tasks, options), start=1):
-        if isinstance(result, str):
-            rejected.append(Rejection(task.id, result))
-        else:
-            sample, sums = result
-            resized += sample.resized
-            y = np.zeros(NUM_CLASSES, dtype=np.uint8)
-            y[list(task.labels)] = 1
-            for size, image in sample.images.items():
-                key = (task.split, size)
-                if key not in writers:
-                    writers[key] = ShardWriter(out_dir, task.split, size, options.shard_bytes)
-                writers[key].add(task.id, image, y)
-                if size in sums:
-                    moments[size].add(size * size, sums[size])
-            kept_labels.append(y)
-            kept_splits.append(task.split)
-        if progress:
-            progress(done, len(tasks))
-    for writer in writers.values():
-        writer.flush()
+    # A failure (a full disk, Ctrl-C) closes the open shard files and the decoding workers at
+    # once, so the staging directory's space is given back when it is removed.
+    try:
+        with closing(_decoded(tasks, options)) as decoded:
+            for done, (task, result) in enumerate(decoded, start=1):
+                if isinstance(result, str):
+                    rejected.append(Rejection(task.id, result))
+                else:
+                    resized += result[0].resized
+                    kept_labels.append(
+                        _add_sample(writers, moments, out_dir, task, result, options)
+                    )
+                    kept_splits.append(task.split)
+                if progress:
+                    progress(done, len(tasks))
+        for writer in writers.values():
+            writer.flush()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
     _write_rejected(out_dir, rejected)
     split_arr = np.asarray(kept_splits, dtype=object)
     labels = np.stack(kept_labels) if kept_labels else np.zeros((0, NUM_CLASSES), np.uint8)
@@ -324,6 +361,8 @@ def _write_shards(
 def _reason_kind(reason: str) -> str:
     """A short category of a rejection reason, for the summary."""
     for kind in (
+        "is a path, not",
+        "empty Id",
         "missing channel",
         "unreadable or truncated",
         "too large",
@@ -335,7 +374,9 @@ def _reason_kind(reason: str) -> str:
         "fields",
     ):
         if kind in reason:
-            return kind.replace("outside 0..", "label outside 0..27").replace(
-                "fields", "malformed row"
+            return (
+                kind.replace("outside 0..", "label outside 0..27")
+                .replace("fields", "malformed row")
+                .replace("is a path, not", "Id is a path")
             )
     return "other"

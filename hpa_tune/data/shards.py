@@ -13,6 +13,7 @@ yellow); labels are a 28-long 0/1 list.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -221,6 +222,14 @@ class ShardWriter:
             ShardInfo(rel, self.size, self.split, self._file_rows, sha256_of(self.root / rel))
         )
         self._file, self._file_rows = None, 0
+
+    def abort(self) -> None:
+        """Close the open shard file without recording it (after a failure: it releases the
+        file, so the space of a removed staging directory is given back at once)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        self._file, self._ids, self._images, self._labels = None, [], [], []
 
     def flush(self) -> None:
         """Write buffered samples and close the open shard (no-op when nothing is pending)."""
