@@ -114,7 +114,7 @@ def trial_table(state: SearchState, param_names: list[str], max_rows: int | None
     """The trials (the ``max_rows`` most recent): params, epoch, last and best score, status."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ["trial", *param_names, "epoch", "val F1", "best", "status"]:
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, overflow="fold")  # a narrow terminal wraps a cell, never cuts it
     trials = list(state.trials.values())
     for t in trials[-max_rows:] if max_rows else trials:
         table.add_row(
