@@ -114,7 +114,7 @@ def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> 
             max_epochs=epochs,
             seed=seed,
             overrides=overrides,
-            live=False,
+            progress="none",
         )
         plan = plan_run(options, shards, builtin_sample=True)
         spec = plan.spec.model_copy(update={"points_to_evaluate": [], "scheduler": scheduler})

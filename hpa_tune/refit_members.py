@@ -207,6 +207,11 @@ def obtain_members(
 
             model, best_epoch, history = train_best_epoch(cand.cfg, data, log, tick, metric, mode)
             done += cand.cfg.max_epochs
+        how = "reused" if checkpoint is not None else "retrained"
+        log(
+            f"refit: member {i + 1}/{len(candidates)} (trial {cand.trial_id}) {how}, "
+            f"best epoch {best_epoch}"
+        )
         members.append(
             Member(
                 cand.trial_id,

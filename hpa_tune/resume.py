@@ -12,6 +12,7 @@ storage is restored from the bucket, our files from a staging copy (see ``stagin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment import read_run
@@ -20,6 +21,7 @@ from hpa_tune.runner import (
     _init_ray,
     _quiet_tune,
     fit_and_collect,
+    progress_callbacks,
     ray_restore_path,
     tune_trainable,
 )
@@ -45,8 +47,10 @@ def plan_resume(exp_dir: Path, location: str = "") -> RunPlan:
     return RunPlan(spec, record, exp_dir, spec.resources.max_concurrent, location or str(exp_dir))
 
 
-def resume_search(plan: RunPlan) -> list[TrialRecord]:
+def resume_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
     """Restore the Tune experiment of ``plan`` and run it to its end; one record per trial.
+
+    ``progress`` (``live``, ``plain``, ``none``) replaces the display the search started with.
 
     Raises:
         SearchInterrupted: Ctrl-C stopped it again (resume again to continue).
@@ -66,4 +70,18 @@ def resume_search(plan: RunPlan) -> list[TrialRecord]:
         resume_errored=False,  # errored trials are finished: kept as they ended
         restart_errored=False,
     )
+    _show_progress(tuner, progress_callbacks(plan, progress))
     return fit_and_collect(plan, tuner)
+
+
+def _show_progress(tuner: Any, shown: list[Any]) -> None:
+    """Swap the progress display pickled with the search (the one ``run`` chose) for ``shown``.
+
+    Tune restores the run config, callbacks included, from ``tuner.pkl`` and offers no public
+    way to change them; its local tuner's run config is the object ``fit`` uses.
+    """
+    from hpa_tune.progress import SearchProgress
+
+    run_config = tuner._local_tuner.get_run_config()
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)]
+    run_config.callbacks = kept + shown

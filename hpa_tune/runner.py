@@ -74,7 +74,7 @@ class RunOptions:
     max_failures: int | None = None
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
-    live: bool = True
+    progress: str = "live"  # live, plain or none (progress.progress_mode resolves auto)
 
 
 @dataclass(frozen=True)
@@ -238,10 +238,11 @@ def _searcher(plan: RunPlan) -> Any:
     )
 
 
-def run_search(plan: RunPlan, live: bool = True) -> list[TrialRecord]:
+def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
     """Run the Ray Tune search of ``plan``; returns one record per trial.
 
-    ``live`` shows the updating trial table; otherwise nothing is printed while trials run.
+    ``progress``: ``live`` shows the updating trial table, ``plain`` prints a line per trial
+    event (for logs), ``none`` nothing while trials run.
     """
     from ray import tune
 
@@ -282,7 +283,7 @@ def run_search(plan: RunPlan, live: bool = True) -> list[TrialRecord]:
                 checkpoint_score_order=plan.spec.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=rec.max_failures),
-            callbacks=_callbacks(plan, live),
+            callbacks=_callbacks(plan, progress),
             verbose=0,
         ),
     )
@@ -367,21 +368,34 @@ def _state_dir(plan: RunPlan) -> Path | StagedPath:
     return StagedPath(plan.location) if storage.is_remote(plan.location) else plan.exp_dir
 
 
-def _callbacks(plan: RunPlan, live: bool) -> list[Any]:
-    """TensorBoard logs always; the live table only when ``live``; for a bucket experiment,
-    uploads of our files before each of Tune's snapshots."""
+def _callbacks(plan: RunPlan, progress: str) -> list[Any]:
+    """TensorBoard logs always; the ``progress`` display (live, plain or none); for a bucket
+    experiment, uploads of our files before each of Tune's snapshots."""
     from hpa_tune.bucket_sync import StagingUploads
-    from hpa_tune.progress import LiveProgress
     from hpa_tune.tb_callback import TensorBoardTrials
 
     state = _state_dir(plan)
     callbacks: list[Any] = [TensorBoardTrials(state, plan.spec, plan.record.max_epochs)]
     if storage.is_remote(plan.location):
         callbacks.append(StagingUploads(plan.location))
-    if live:
-        params = list(plan.spec.params)
-        callbacks.append(LiveProgress(plan.record.num_samples, plan.record.max_epochs, params))
-    return callbacks
+    return callbacks + progress_callbacks(plan, progress)
+
+
+def progress_callbacks(plan: RunPlan, progress: str) -> list[Any]:
+    """The callback showing the search's progress: ``live``, ``plain`` or ``none`` (no callback)."""
+    from hpa_tune.progress import LiveProgress, PlainProgress
+    from hpa_tune.search_view import asha_rungs
+
+    rec, params = plan.record, list(plan.spec.params)
+    if progress == "live":
+        return [LiveProgress(rec.num_samples, rec.max_epochs, params)]
+    if progress != "plain":
+        return []
+    s = plan.spec.scheduler
+    rungs = (
+        [] if s.type == "fifo" else asha_rungs(s.grace_period, s.reduction_factor, rec.max_epochs)
+    )
+    return [PlainProgress(rec.num_samples, rec.max_epochs, params, rungs, rec.time_budget_s)]
 
 
 def _record(plan: RunPlan, result: Any) -> TrialRecord:

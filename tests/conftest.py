@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +355,72 @@ def load_events(run_dir: Path):
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
     acc.Reload()
     return acc
+
+
+@dataclass
+class PipedSearch:
+    """``hpa-tune run`` as under ``nohup`` or CI: stdout (and stderr) a pipe, read as it comes."""
+
+    exp_dir: Path
+    lines: list[tuple[float, str]]  # (seconds since the start, line), as each line arrived
+    ended_s: float  # when the process exited
+    returncode: int
+    statuses_while_running: list[str]  # `hpa-tune status` outputs taken while the driver ran
+
+
+def run_piped(args: list[str], exp_dir: Path, poll_status: bool = False) -> PipedSearch:
+    """Run ``python -m hpa_tune.cli ARGS`` with its output piped into this process, recording when
+    each line arrives; with ``poll_status``, run ``hpa-tune status EXP_DIR`` every 2 s meanwhile
+    (kept when the driver was still running after it answered)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpa_tune.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic() - started, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    statuses: list[str] = []
+    try:
+        while proc.poll() is None and time.monotonic() - started < 600:
+            if poll_status and (exp_dir / "run.json").is_file():
+                out = CliRunner().invoke(main, ["status", str(exp_dir)]).output
+                if proc.poll() is None:
+                    statuses.append(out)
+            time.sleep(2)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # our own driver only
+    ended = time.monotonic() - started
+    reader.join(timeout=30)
+    return PipedSearch(exp_dir, lines, ended, proc.returncode, statuses)
+
+
+@pytest.fixture(scope="session")
+def piped_search(sample_shards, tmp_path_factory) -> PipedSearch:
+    """A 3-trial, 3-epoch ASHA search (rungs at epochs 1 and 2) and its refit, run through
+    ``hpa-tune run`` with stdout piped, ``hpa-tune status`` polled while it runs."""
+    root = tmp_path_factory.mktemp("piped")
+    space = root / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    args = [
+        *("run", str(space), "--data", str(sample_shards), "--storage", str(root / "runs")),
+        *("--name", "p", "--num-samples", "3", "--max-epochs", "3", "--seed", "1"),
+    ]
+    piped = run_piped(args, root / "runs" / "p", poll_status=True)
+    (root / "output.txt").write_text("".join(f"{t:7.1f} {line}\n" for t, line in piped.lines))
+    return piped

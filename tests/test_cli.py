@@ -17,7 +17,18 @@ def invoke(*args: str):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["prepare"], ["run"], ["resume"], ["refit"], ["predict"], ["check"], ["models"]]
+    "command",
+    [
+        [],
+        ["prepare"],
+        ["run"],
+        ["resume"],
+        ["status"],
+        ["refit"],
+        ["predict"],
+        ["check"],
+        ["models"],
+    ],
 )
 def test_help_of_every_command_gives_an_example(command):
     result = invoke(*command, "--help")

@@ -136,6 +136,13 @@ def test_resume_after_the_driver_was_killed_finishes_the_search_without_rerunnin
     result = CliRunner().invoke(main, ["resume", str(exp_dir), "--no-refit"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"experiment: {exp_dir.resolve()}"
+    # The search was started --quiet; resume shows its own progress (plain: not a terminal),
+    # counting the trials finished before the kill as done.
+    for tid in running:
+        assert f"trial {tid} epoch {MAX_EPOCHS}/{MAX_EPOCHS}" in result.output or (
+            f"trial {tid} pruned" in result.output
+        )
+    assert f"status: trials {NUM_SAMPLES}/{NUM_SAMPLES} done, 0 running" in result.output
 
     summary = pd.read_csv(exp_dir / "summary.csv", dtype={"trial_id": str}).set_index("trial_id")
     history = pd.read_csv(exp_dir / "history.csv", dtype={"trial_id": str})

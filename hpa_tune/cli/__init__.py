@@ -1,4 +1,4 @@
-"""The ``hpa-tune`` command line: prepare, run, resume, refit, report, predict, tensorboard, models, check.
+"""The ``hpa-tune`` command line: prepare, run, resume, status, refit, report, predict, tensorboard, models, check.
 
 Each command lives in a small module; this one only assembles the group.
 """
@@ -9,7 +9,7 @@ import click
 
 from hpa_tune.cli._common import OneLineErrors
 from hpa_tune.cli.data_commands import predict, prepare
-from hpa_tune.cli.inspect_commands import check, models, report, tensorboard_cmd
+from hpa_tune.cli.inspect_commands import check, models, report, status, tensorboard_cmd
 from hpa_tune.cli.search_commands import refit, resume, run
 
 __all__ = ["main"]
@@ -27,6 +27,8 @@ def main() -> None:
       hpa-tune prepare ~/kaggle/hpa --out ~/hpa-shards --sizes 64,224
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards
       hpa-tune predict results/densenet-*/refit --data ~/kaggle/hpa --out submission.csv
+    Where a search stands, from another shell (or machine that can read its files):
+      hpa-tune status results/densenet_space-20261125-101500 --watch
     Compare trials (curves, HParams table, refit PR curves) while it runs or after:
       hpa-tune tensorboard results/densenet_space-20261125-101500
     """
@@ -35,5 +37,16 @@ def main() -> None:
     end_dead_sessions()  # processes a killed driver's local Ray left running (see ray_session)
 
 
-for _command in (prepare, run, resume, refit, report, predict, tensorboard_cmd, models, check):
+for _command in (
+    prepare,
+    run,
+    resume,
+    status,
+    refit,
+    report,
+    predict,
+    tensorboard_cmd,
+    models,
+    check,
+):
     main.add_command(_command)

@@ -21,14 +21,17 @@ class OneLineErrors(click.Group):
         try:
             return super().invoke(ctx)
         except SearchInterrupted as stopped:  # Ctrl-C: not an error, the way back is printed
+            sys.stdout.flush()
             click.secho(str(stopped), fg="yellow", err=True)
             sys.exit(130)
         except HpaTuneError as err:
+            sys.stdout.flush()  # what was printed comes first, and ends its line
             click.secho(f"error: {' '.join(str(err).split())}", fg="red", err=True)
             sys.exit(2)
         except click.UsageError as err:
             # A bad option value (e.g. --num-samples 0) is a user error like any other: one line.
             command = err.ctx.command_path if err.ctx else ctx.command_path
+            sys.stdout.flush()
             click.secho(
                 f"error: {' '.join(err.format_message().split())} (see {command} --help)",
                 fg="red",
@@ -37,31 +40,59 @@ class OneLineErrors(click.Group):
             sys.exit(2)
 
 
-def progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+class _Bar:
+    """A rich progress bar shown from its first update on (none for work that never reports,
+    e.g. a refit that reuses checkpoints), and never when ``shown`` is False."""
 
-    bar = Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
-    )
-    task = bar.add_task(label, total=None)
+    def __init__(self, label: str, shown: bool):
+        self.label, self.shown = label, shown
+        self._bar: Any = None
+        self._task: Any = None
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+    def __enter__(self) -> _Bar:
+        return self
 
-    return bar, update
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def update(self, done: int, total: int) -> None:
+        if not self.shown:
+            return
+        if self._bar is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            columns = (TextColumn(self.label), BarColumn(), MofNCompleteColumn())
+            self._bar = Progress(*columns, TimeRemainingColumn(), transient=False)
+            self._task = self._bar.add_task(self.label, total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=done, total=total)
+
+
+def progress_bar(label: str, shown: bool = True) -> tuple[Any, Callable[[int, int], None]]:
+    """A context manager and its ``update(done, total)``: a bar on the terminal from the first
+    update on; nothing when not ``shown`` (plain or no progress: the log lines say it)."""
+    bar = _Bar(label, shown)
+    return bar, bar.update
 
 
 def console() -> Any:
+    """The console for tables: the terminal's width, or in a log as wide as the table needs
+    (no column cut to ``batch_s…``)."""
     from rich.console import Console
 
     console = Console()
-    return console if console.is_terminal else Console(width=160)
+    return console if console.is_terminal else Console(width=_LOG_WIDTH)
+
+
+_LOG_WIDTH = 1000  # wider than any table: rich then sizes each column to its content
 
 
 def print_trials(frame: Any, metric: str) -> None:
@@ -90,7 +121,8 @@ def print_trials(frame: Any, metric: str) -> None:
         f"best_{metric}",
     ]
     for col in cols:
-        table.add_column(headers.get(col, col.removeprefix("param:")))
+        # A narrow terminal wraps a cell rather than cutting it (``batch_s…``).
+        table.add_column(headers.get(col, col.removeprefix("param:")), overflow="fold")
     for _, row in frame.iterrows():
         table.add_row(*[fmt_cell(row.get(c)) for c in cols])
     console().print(table)

@@ -1,10 +1,66 @@
-"""Looking at results and inputs: ``report``, ``tensorboard``, ``models``, ``check``."""
+"""Looking at results and inputs: ``status``, ``report``, ``tensorboard``, ``models``, ``check``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from hpa_tune.cli._common import console
+
+
+@click.command()
+@click.argument("experiment_dir")
+@click.option("--watch", is_flag=True, help="Refresh until the search has finished (Ctrl-C stops).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=10,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+def status(experiment_dir: str, watch: bool, interval: float) -> None:
+    """The trial table, the overall line and the best trial of a running or finished search.
+
+    \b
+    Read from EXPERIMENT_DIR's files (the Optuna journal while it runs, summary.csv and
+    best.json once it ended), from any shell or machine that can read it; nothing is written.
+    \b
+    Examples:
+      hpa-tune status results/demo_space-20261125-101500
+      hpa-tune status results/demo_space-20261125-101500 --watch
+      hpa-tune status s3://bucket/runs/densenet_space-20261125-101500
+    """
+    import time
+
+    from hpa_tune.experiment_status import read_status
+
+    out = console()
+    while True:
+        current = read_status(experiment_dir)
+        if watch and out.is_terminal:
+            out.clear()
+        _print_status(out, current)
+        if not watch or current.finished:
+            return
+        time.sleep(interval)
+        if not out.is_terminal:
+            out.line()  # snapshots in a log are separated by a blank line
+
+
+def _print_status(out: Any, current: Any) -> None:
+    from hpa_tune.experiment_status import headline
+    from hpa_tune.search_view import overall_text, trial_table
+
+    s = current.state
+    out.print(headline(current), soft_wrap=True)
+    overall = overall_text(s, current.elapsed_s, current.time_budget_s, eta=not current.finished)
+    out.print(overall, soft_wrap=True)
+    out.print(trial_table(s, current.param_names, max_rows=None))
+    for line in (current.best, current.refit):
+        if line:
+            out.print(line, soft_wrap=True, markup=False)
 
 
 @click.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 
 from hpa_tune.cli._common import print_trials, progress_bar
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.search_view import PROGRESS_MODES
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -33,6 +35,28 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
                 f"e.g. --set {key}='\"{value}\"' for a string"
             ) from None
     return out
+
+
+def progress_options(command: Any) -> Any:
+    """``--progress auto|live|plain|none`` and ``--quiet`` (the same as ``--progress none``)."""
+    command = click.option(
+        "--quiet", is_flag=True, help="Same as --progress none; Ray's logs go to files only."
+    )(command)
+    return click.option(
+        "--progress",
+        type=click.Choice(PROGRESS_MODES),
+        default="auto",
+        show_default=True,
+        help="How trials are shown while they run: live (an updating table), plain (one line "
+        "per trial event and a status line a minute, for logs), none; auto is live on a "
+        "terminal, plain otherwise.",
+    )(command)
+
+
+def _progress(requested: str, quiet: bool) -> str:
+    from hpa_tune.search_view import progress_mode
+
+    return "none" if quiet else progress_mode(requested, sys.stdout.isatty())
 
 
 @click.command()
@@ -75,7 +99,7 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="Override a fixed value (repeatable).",
 )
 @click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
-@click.option("--quiet", is_flag=True, help="No live trial table; Ray's logs go to files only.")
+@progress_options
 def run(
     space: Path,
     data_dir: str | None,
@@ -91,6 +115,7 @@ def run(
     seed: int,
     overrides: tuple[str, ...],
     no_refit: bool,
+    progress: str,
     quiet: bool,
 ) -> None:
     """Search SPACE with Ray Tune (Optuna TPE + ASHA on whole-set val macro F1), then refit the winner.
@@ -120,7 +145,7 @@ def run(
         max_failures=max_failures,
         seed=seed,
         overrides=_parse_overrides(overrides),
-        live=not quiet,
+        progress=_progress(progress, quiet),
     )
     builtin = data_dir is None
     # Every value is checked before any work (rendering the sample, loading data, starting Ray).
@@ -137,7 +162,7 @@ def run(
         )
         sample = cached_builtin_sample()
         if sample is None:
-            bar, update = progress_bar("preparing sample")
+            bar, update = progress_bar("preparing sample", options.progress == "live")
             with bar:
                 sample = ensure_builtin_sample(progress=update, log=click.echo)
         data_dir = str(sample)
@@ -152,10 +177,15 @@ def run(
     # On object storage our files are written to a staging copy and uploaded when the search
     # ends; the refit (a Ray task, perhaps on another node) then reads them from there.
     with local_experiment(plan.location, download=False):
-        records = run_search(plan, live=options.live)
+        records = run_search(plan, progress=options.progress)
         _results(plan, records)
     if not no_refit:
-        _refit_and_print(plan.location, all_trials=plan.spec.score_all_trials, on_ray=True)
+        _refit_and_print(
+            plan.location,
+            all_trials=plan.spec.score_all_trials,
+            on_ray=True,
+            bar=options.progress == "live",
+        )
     click.echo(f"experiment: {plan.location}")
 
 
@@ -176,17 +206,19 @@ def _refit_and_print(
     on_ray: bool = False,
     top_k: int | None = None,
     tta: bool | None = None,
+    bar: bool = True,
 ) -> None:
     """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
-    Ray task with the trials' resources (a GPU worker on a cluster)."""
+    Ray task with the trials' resources (a GPU worker on a cluster); ``bar``: a progress bar of
+    its epochs (else its log lines alone)."""
     from hpa_tune.evaluation import score_trials
     from hpa_tune.refit import refit as run_refit
     from hpa_tune.remote_refit import refit_on_ray
     from hpa_tune.staging import local_experiment
 
-    bar, update = progress_bar("refit epochs")
+    epochs, update = progress_bar("refit epochs", bar)
     if on_ray:  # the task stages a bucket experiment itself, where it runs
-        with bar:
+        with epochs:
             result = refit_on_ray(
                 location,
                 log=click.echo,
@@ -198,7 +230,7 @@ def _refit_and_print(
         _print_refit(result, location)
         return
     with local_experiment(location) as exp_dir:
-        with bar:
+        with epochs:
             result = run_refit(exp_dir, log=click.echo, progress=update, top_k=top_k, tta=tta)
         _print_refit(result, location)
         if all_trials:
@@ -228,7 +260,8 @@ def _print_refit(result: Any, location: str | Path) -> None:
 @click.command()
 @click.argument("experiment_dir")
 @click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
-def resume(experiment_dir: str, no_refit: bool) -> None:
+@progress_options
+def resume(experiment_dir: str, no_refit: bool, progress: str, quiet: bool) -> None:
     """Continue the search in EXPERIMENT_DIR after its driver died or was stopped (Ctrl-C).
 
     Finished trials are kept, running ones restart from their last epoch's checkpoint, the
@@ -249,10 +282,13 @@ def resume(experiment_dir: str, no_refit: bool) -> None:
             f"resuming: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} "
             f"epochs, experiment {experiment_dir}"
         )
-        records = resume_search(plan)
+        mode = _progress(progress, quiet)
+        records = resume_search(plan, progress=mode)
         _results(plan, records)
     if not no_refit:
-        _refit_and_print(plan.location, all_trials=plan.spec.score_all_trials, on_ray=True)
+        _refit_and_print(
+            plan.location, all_trials=plan.spec.score_all_trials, on_ray=True, bar=mode == "live"
+        )
     click.echo(f"experiment: {plan.location}")
 
 
