@@ -24,7 +24,7 @@ from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
-from hpa_tune.fast_path import prediction_batches
+from hpa_tune.fast_path import prediction_amp, prediction_batches
 from hpa_tune.metrics import macro_f1
 from hpa_tune.predictor_scores import (
     ENSEMBLE,
@@ -97,7 +97,7 @@ def _member_probs(member: Member, data: TrialData, holdout: SplitArrays) -> _Mem
     for tta in (False, True):
         for split, out in ((data.split(cfg.image_size, VAL), val), (holdout, hold)):
             model, batches = prediction_batches(member.model, cfg, split, stats)
-            out[tta] = predict_probs(model, batches, tta)
+            out[tta] = predict_probs(model, batches, tta, prediction_amp(model, cfg))
     return _MemberProbs(val, hold)
 
 
