@@ -27,6 +27,7 @@ from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_r
 from hpa_tune.fast_path import prediction_amp, prediction_batches
 from hpa_tune.metrics import macro_f1
 from hpa_tune.predictor_scores import (
+    DECISION_RULE_RECORD,
     ENSEMBLE,
     ENSEMBLE_TTA,
     SINGLE,
@@ -239,6 +240,7 @@ def _metrics(
         "val_macro_f1_tuned": float(final.val_class_f1.mean()),
         "holdout_macro_f1@0.5": float(final.holdout_class_f1_05.mean()),
         "holdout_macro_f1_tuned": float(final.holdout_class_f1.mean()),
+        "decision_rule": DECISION_RULE_RECORD,
         "predictors": {name: s.summary() for name, s in scores.items()},
         "per_class": [
             {
