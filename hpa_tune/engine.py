@@ -19,6 +19,11 @@ from torch import nn
 from hpa_tune.config import TrialConfig
 from hpa_tune.metrics import F1Accumulator
 
+NONFINITE_CHECK_STEPS = 16
+"""A training pass checks its batch losses for NaN/inf every this many steps (and at its end):
+one host sync per check, so the GPU is not drained at every step, and a diverged trial stops
+at most this many steps after the batch where its loss became non-finite."""
+
 
 class NonFiniteLossError(ArithmeticError):
     """The training loss became NaN or infinite: the trial cannot continue."""
@@ -86,11 +91,18 @@ class PassResult:
     last_lr: float = 0.0
 
 
-def _autocast(device: torch.device, amp: bool | None) -> torch.autocast | nullcontext[None]:
-    """bf16 autocast when ``amp`` (``None``: on CUDA only), else full precision."""
+def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast dtype a pass on ``device`` uses: bf16 when ``amp`` (``None``: on CUDA only),
+    ``None`` for full precision (fp32). Pure, so it is testable without a GPU."""
     if amp is None:
         amp = device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    return torch.bfloat16 if amp else None
+
+
+def autocast_context(device: torch.device, amp: bool | None) -> torch.autocast | nullcontext[None]:
+    """bf16 autocast when ``amp`` (``None``: on CUDA only), else full precision."""
+    dtype = autocast_dtype(device, amp)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 class _PassCollector:
@@ -113,19 +125,22 @@ class _PassCollector:
         self.probs.append(torch.sigmoid(logits.detach().float()))
         self.targets.append(y.detach())
 
-    def all_losses_finite(self) -> bool:
-        """Whether every batch loss so far is finite (one host sync)."""
-        return not self.losses or bool(torch.isfinite(torch.stack(self.losses)).all())
+    def all_losses_finite(self, since: int = 0) -> bool:
+        """Whether every batch loss from batch ``since`` on is finite (one host sync)."""
+        recent = self.losses[since:]
+        return not recent or bool(torch.isfinite(torch.stack(recent)).all())
 
-    def result(self, last_lr: float = 0.0) -> PassResult:
+    def result(self, last_lr: float = 0.0, batch_avg_size: int | None = None) -> PassResult:
+        """The pass's scores; ``batch_avg_size``: the batch size the batch-averaged F1 is
+        computed at (default: the batches as they came)."""
         if not self.sizes:
             raise ValueError("a pass over an empty split has no result")
         losses = torch.stack(self.losses).cpu().numpy().astype(np.float64)
-        probs = [p.cpu().numpy() for p in self.probs]
-        targets = [t.cpu().numpy() for t in self.targets]
-        f1 = F1Accumulator(num_classes=targets[0].shape[1])
-        for t, p in zip(targets, probs, strict=True):
-            f1.update(t, p)
+        probs = np.concatenate([p.cpu().numpy() for p in self.probs])
+        targets = np.concatenate([t.cpu().numpy() for t in self.targets])
+        f1 = F1Accumulator(num_classes=targets.shape[1])
+        for lo, hi in _chunks(self.sizes, batch_avg_size):
+            f1.update(targets[lo:hi], probs[lo:hi])
         sizes = np.asarray(self.sizes, dtype=np.float64)
         n = int(sizes.sum())
         return PassResult(
@@ -133,11 +148,21 @@ class _PassCollector:
             macro_f1=f1.compute(),
             macro_f1_batch_avg=f1.batch_averaged(),
             per_class_f1=f1.per_class(),
-            probs=np.concatenate(probs),
-            targets=np.concatenate(targets),
+            probs=probs,
+            targets=targets,
             images_per_s=n / max(time.perf_counter() - self.start, 1e-9),
             last_lr=last_lr,
         )
+
+
+def _chunks(sizes: list[int], size: int | None) -> list[tuple[int, int]]:
+    """``(start, end)`` rows of consecutive batches of ``size`` over ``sum(sizes)`` rows (the last
+    may be shorter), or of the given ``sizes`` when ``size`` is ``None``."""
+    n = sum(sizes)
+    if size is None:
+        ends = np.cumsum(sizes).tolist()
+        return list(zip([0, *ends[:-1]], ends, strict=True))
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
 def train_one_epoch(
@@ -153,29 +178,40 @@ def train_one_epoch(
     """One epoch of training; F1 of the epoch's own predictions is accumulated over every sample.
 
     ``epoch`` counts from 0. ``amp``: bf16 autocast (``None``: on CUDA only; the fast path sets
-    it, see ``fast_path``).
+    it, see ``fast_path``). The losses are checked every ``NONFINITE_CHECK_STEPS`` steps.
 
     Raises:
-        NonFiniteLossError: a batch's loss was NaN or infinite (named with the 1-based epoch).
+        NonFiniteLossError: a batch's loss was NaN or infinite (named with the 1-based epoch),
+            raised at most ``NONFINITE_CHECK_STEPS`` steps after that batch.
     """
     model.train()
     device = next(model.parameters()).device
     collected = _PassCollector()
     lr = cfg.lr
+    checked = 0  # batch losses already found finite
     for step, (x, y) in enumerate(batches):
         lr = lr_at(epoch + step / max(steps_per_epoch, 1), cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with _autocast(device, amp):
+        with autocast_context(device, amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         collected.add(loss, logits, y)
-    if not collected.all_losses_finite():  # checked once per epoch: no host sync per step
-        raise NonFiniteLossError(epoch + 1)
+        if step + 1 - checked >= NONFINITE_CHECK_STEPS:
+            checked = _check_finite(collected, checked, epoch)
+    _check_finite(collected, checked, epoch)
     return collected.result(last_lr=lr)
+
+
+def _check_finite(collected: _PassCollector, since: int, epoch: int) -> int:
+    """Raise ``NonFiniteLossError`` unless the losses from batch ``since`` on are finite; return
+    how many batch losses are now checked."""
+    if not collected.all_losses_finite(since):
+        raise NonFiniteLossError(epoch + 1)
+    return len(collected.losses)
 
 
 @torch.no_grad()
@@ -184,14 +220,20 @@ def predict(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module | None = None,
     amp: bool | None = None,
+    batch_avg_size: int | None = None,
 ) -> PassResult:
-    """Probabilities over a whole split (eval mode), with loss and whole-set / batch-averaged F1."""
+    """Probabilities over a whole split (eval mode), with loss and whole-set / batch-averaged F1.
+
+    ``batch_avg_size``: the batch size the batch-averaged F1 is computed at, whatever size the
+    ``batches`` come in (pass the trial's, so the fast path's larger eval batches change nothing);
+    default: the batches as they came.
+    """
     model.eval()
     device = next(model.parameters()).device
     collected = _PassCollector()
     for x, y in batches:
-        with _autocast(device, amp):
+        with autocast_context(device, amp):
             logits = model(x).float()
         loss = loss_fn(logits, y) if loss_fn is not None else logits.new_zeros(())
         collected.add(loss, logits, y)
-    return collected.result()
+    return collected.result(batch_avg_size=batch_avg_size)

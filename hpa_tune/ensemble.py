@@ -11,11 +11,12 @@ channels) over the same samples in the same order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch import nn
+
+from hpa_tune.engine import autocast_context
 
 DIHEDRAL_CODES = tuple(range(8))
 
@@ -30,16 +31,16 @@ def dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
     return torch.rot90(x, code % 4, dims=(-2, -1)) if code % 4 else x
 
 
-def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 @torch.no_grad()
 def predict_probs(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tta: bool = False
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    tta: bool = False,
+    amp: bool | None = None,
 ) -> np.ndarray:
     """Sigmoid probabilities (N, K) over ``batches`` in eval mode; with ``tta`` the mean over the
-    8 dihedral views of each batch."""
+    8 dihedral views of each batch. ``amp``: bf16 autocast (``None``: on CUDA only); pass the
+    trial's resolved ``FastPath.amp`` so that ``fast_path: off`` predicts in fp32."""
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -47,7 +48,7 @@ def predict_probs(
         views = DIHEDRAL_CODES if tta else (0,)
         total = None
         for code in views:
-            with _autocast(device):
+            with autocast_context(device, amp):
                 logits = model(dihedral(x, code))
             p = torch.sigmoid(logits.float())
             total = p if total is None else total + p

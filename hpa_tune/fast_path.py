@@ -6,7 +6,8 @@ runs the fast path on a CPU too, which is how the tests exercise it). Data place
 rule, ``arrays_on_device``: the split's uint8 train + val arrays live on the device when they fit
 in ``device_data_share`` of the trial's part of device memory; otherwise batches go through pinned
 host buffers, one batch ahead. Validation and prediction use batches ``EVAL_BATCH_FACTOR`` times
-larger (eval mode: batch statistics are not used, so the size changes no result).
+larger (eval mode: batch statistics are not used, so the size changes no result; the
+batch-averaged F1 is still computed at the trial's own batch size).
 ``torch.compile`` is off unless ``compile: true``.
 """
 
@@ -34,7 +35,8 @@ class FastPath:
 
     Attributes:
         enabled: the fast path is on (all of the below follow from it).
-        amp: bf16 autocast; ``None`` keeps the engine's default (bf16 on CUDA only).
+        amp: bf16 autocast. Always a bool: the plain path (``fast_path: off``, or ``auto`` on a
+            CPU) trains and predicts in fp32, also on CUDA, never the engine's ``None`` default.
         channels_last: model and batches in NHWC memory format.
         compile: ``torch.compile`` the model.
         device_data_share: share of the trial's device memory the uint8 arrays may take.
@@ -42,7 +44,7 @@ class FastPath:
     """
 
     enabled: bool
-    amp: bool | None
+    amp: bool
     channels_last: bool
     compile: bool
     device_data_share: float
@@ -56,7 +58,7 @@ def resolve_fast_path(
     enabled = cfg.fast_path == "on" or (cfg.fast_path == "auto" and device.type == "cuda")
     return FastPath(
         enabled=enabled,
-        amp=True if enabled else None,
+        amp=enabled,
         channels_last=enabled,
         compile=enabled and cfg.compile,
         device_data_share=cfg.device_data_share,
@@ -137,6 +139,11 @@ def eval_loader(
     return PinnedPrefetchLoader(split, cfg.batch_size * EVAL_BATCH_FACTOR, **kw)
 
 
+def prediction_amp(model: nn.Module, cfg: TrialConfig) -> bool:
+    """Whether a prediction pass of ``model`` (on its device) under ``cfg`` runs in bf16."""
+    return resolve_fast_path(cfg, next(model.parameters()).device).amp
+
+
 def prediction_batches(
     model: nn.Module,
     cfg: TrialConfig,
@@ -144,7 +151,8 @@ def prediction_batches(
     stats: tuple[list[float], list[float]],
 ) -> tuple[nn.Module, Loader]:
     """``model`` prepared for a prediction pass over ``split``, and that pass's batches: the fast
-    path's (channels-last, pinned prefetch, larger batches) where ``cfg`` resolves to it.
+    path's (channels-last, pinned prefetch, larger batches) where ``cfg`` resolves to it; pass
+    ``prediction_amp(model, cfg)`` to the pass.
 
     One pass does not pay back a compile, so ``compile`` is ignored here.
     """
@@ -160,7 +168,8 @@ def predict_split(
     stats: tuple[list[float], list[float]],
     loss_fn: nn.Module | None = None,
 ) -> PassResult:
-    """Predictions of ``model`` over a whole split, on the fast path where ``cfg`` resolves to it."""
-    device = next(model.parameters()).device
+    """Predictions of ``model`` over a whole split, on the fast path where ``cfg`` resolves to it
+    (its batch-averaged F1 at the trial's batch size on either path)."""
+    amp = prediction_amp(model, cfg)
     model, batches = prediction_batches(model, cfg, split, stats)
-    return predict(model, batches, loss_fn, resolve_fast_path(cfg, device).amp)
+    return predict(model, batches, loss_fn, amp, batch_avg_size=cfg.batch_size)

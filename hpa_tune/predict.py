@@ -29,9 +29,9 @@ from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import REFIT_DIR
-from hpa_tune.fast_path import prediction_batches
+from hpa_tune.fast_path import prediction_amp, prediction_batches
+from hpa_tune.predictor_scores import submission_labels
 from hpa_tune.refit import ENSEMBLE_FILE, INFO_FILE, THRESHOLDS_FILE
-from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE
 
 
@@ -163,9 +163,9 @@ def predict_submission(
             )
         arrays = arrays_by_size[cfg.image_size]
         model, batches = prediction_batches(model, cfg, arrays, (stats["mean"], stats["std"]))
-        member_probs.append(predict_probs(model, batches, tta))
+        member_probs.append(predict_probs(model, batches, tta, prediction_amp(model, cfg)))
     probs = ensemble_mean(member_probs)
-    labels = at_least_one_label(probs, thresholds)
+    labels = submission_labels(probs, thresholds)  # the rule the refit's metrics score
     fallback = int(np.argmax(info["train_positives"]))
     bad = set(unreadable)
     out = Path(out)

@@ -4,6 +4,11 @@ under every threshold method, and the threshold method each predictor uses.
 Pure functions over arrays. The threshold method is chosen from val alone (cross-validated
 within val, see ``threshold_methods.choose_method``); holdout labels are only ever scored, so
 shuffling them cannot change a threshold (a test checks exactly that).
+
+Every figure at fitted thresholds scores ``DECISION_RULE``, the rule ``predict`` writes into a
+submission (``submission_labels``): the thresholds, then a row with no label gets its most
+confident class. Figures at 0.5 and the val cross-validation that chooses the method use plain
+thresholds.
 """
 
 from __future__ import annotations
@@ -15,6 +20,32 @@ import numpy as np
 
 from hpa_tune.metrics import DEFAULT_THRESHOLD, per_class_f1
 from hpa_tune.threshold_methods import choose_method, fit_thresholds, list_threshold_methods
+from hpa_tune.thresholds import at_least_one_label
+
+DECISION_RULE = "at_least_one_label"
+DECISION_RULE_RECORD = {  # metrics.json's "decision_rule"
+    "name": DECISION_RULE,
+    "what": "as predict writes: classes at or above their thresholds; a row with none gets its "
+    "class of highest probability / threshold",
+    "scored_in": [
+        "holdout_macro_f1_tuned",
+        "val_macro_f1_tuned",
+        "per_class holdout_f1 and val_f1_tuned",
+        "predictors' holdout_macro_f1",
+    ],
+    "plain_thresholds_in": ["@0.5 figures", "predictors' val_cv_macro_f1"],
+}
+
+
+def submission_labels(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The 0/1 labels ``predict`` writes for ``probs`` under ``thresholds`` (``DECISION_RULE``)."""
+    return at_least_one_label(probs, thresholds)
+
+
+def _rule_f1(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per-class F1 of ``submission_labels``."""
+    return per_class_f1(targets, submission_labels(probs, thresholds), 0.5)
+
 
 SINGLE, SINGLE_TTA, ENSEMBLE, ENSEMBLE_TTA = "single", "single_tta", "ensemble", "ensemble_tta"
 
@@ -32,9 +63,9 @@ class PredictorScores:
     thresholds: np.ndarray
     val_cv_macro_f1: dict[str, float]
     holdout_macro_f1: dict[str, float]
-    holdout_class_f1: np.ndarray  # per class, at the chosen thresholds
+    holdout_class_f1: np.ndarray  # per class, predict's rule at the chosen thresholds
     holdout_class_f1_05: np.ndarray  # per class, at 0.5
-    val_class_f1: np.ndarray  # per class, at the chosen thresholds (optimistic: fitted there)
+    val_class_f1: np.ndarray  # per class, predict's rule (optimistic: thresholds fitted there)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -57,7 +88,8 @@ def score_predictor(
     train_rates: np.ndarray,
     seed: int = 0,
 ) -> PredictorScores:
-    """Choose a threshold method on val, fit it on all of val, and score the holdout.
+    """Choose a threshold method on val, fit it on all of val, and score the holdout with the
+    labels ``predict`` would write (``submission_labels``).
 
     Args:
         val_targets, val_probs: (N_val, K) val labels and the predictor's probabilities.
@@ -70,17 +102,16 @@ def score_predictor(
         m: fit_thresholds(m, val_targets, val_probs, train_rates) for m in list_threshold_methods()
     }
     holdout = {
-        m: float(per_class_f1(holdout_targets, holdout_probs, thr).mean())
-        for m, thr in fitted.items()
+        m: float(_rule_f1(holdout_targets, holdout_probs, thr).mean()) for m, thr in fitted.items()
     }
     return PredictorScores(
         method=method,
         thresholds=fitted[method],
         val_cv_macro_f1=cv,
         holdout_macro_f1=holdout,
-        holdout_class_f1=per_class_f1(holdout_targets, holdout_probs, fitted[method]),
+        holdout_class_f1=_rule_f1(holdout_targets, holdout_probs, fitted[method]),
         holdout_class_f1_05=per_class_f1(holdout_targets, holdout_probs, DEFAULT_THRESHOLD),
-        val_class_f1=per_class_f1(val_targets, val_probs, fitted[method]),
+        val_class_f1=_rule_f1(val_targets, val_probs, fitted[method]),
     )
 
 

@@ -24,9 +24,10 @@ from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.ensemble import ensemble_mean, predict_probs
 from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
-from hpa_tune.fast_path import prediction_batches
+from hpa_tune.fast_path import prediction_amp, prediction_batches
 from hpa_tune.metrics import macro_f1
 from hpa_tune.predictor_scores import (
+    DECISION_RULE_RECORD,
     ENSEMBLE,
     ENSEMBLE_TTA,
     SINGLE,
@@ -97,7 +98,7 @@ def _member_probs(member: Member, data: TrialData, holdout: SplitArrays) -> _Mem
     for tta in (False, True):
         for split, out in ((data.split(cfg.image_size, VAL), val), (holdout, hold)):
             model, batches = prediction_batches(member.model, cfg, split, stats)
-            out[tta] = predict_probs(model, batches, tta)
+            out[tta] = predict_probs(model, batches, tta, prediction_amp(model, cfg))
     return _MemberProbs(val, hold)
 
 
@@ -239,6 +240,7 @@ def _metrics(
         "val_macro_f1_tuned": float(final.val_class_f1.mean()),
         "holdout_macro_f1@0.5": float(final.holdout_class_f1_05.mean()),
         "holdout_macro_f1_tuned": float(final.holdout_class_f1.mean()),
+        "decision_rule": DECISION_RULE_RECORD,
         "predictors": {name: s.summary() for name, s in scores.items()},
         "per_class": [
             {

@@ -189,7 +189,7 @@ def run_epochs(
         train = train_one_epoch(
             model, train_batches, loss_fn, optimizer, cfg, epoch - 1, len(train_batches), fast.amp
         )
-        val = predict(model, val_batches, loss_fn, fast.amp)
+        val = predict(model, val_batches, loss_fn, fast.amp, batch_avg_size=cfg.batch_size)
         best = max(best, val.macro_f1)
         metrics = {**epoch_metrics(epoch, train, val, trainable), "best_val_macro_f1": best}
         yield EpochOutcome(epoch, metrics, train, val, model, optimizer)

@@ -8,7 +8,16 @@ import torch
 from torch import nn
 
 from hpa_tune.config import TrialConfig
-from hpa_tune.engine import build_optimizer, lr_at, predict, train_one_epoch
+from hpa_tune.engine import (
+    NONFINITE_CHECK_STEPS,
+    NonFiniteLossError,
+    autocast_dtype,
+    build_optimizer,
+    lr_at,
+    predict,
+    train_one_epoch,
+)
+from hpa_tune.fast_path import resolve_fast_path
 from hpa_tune.metrics import batch_averaged_macro_f1, macro_f1
 
 
@@ -109,3 +118,69 @@ def test_training_epoch_lowers_the_loss_and_reports_the_lr():
     assert predict(model, batches, nn.BCEWithLogitsLoss()).loss < before
     assert result.last_lr == pytest.approx(lr_at(4 + 4 / 5, c))
     assert result.images_per_s > 0 and not math.isnan(result.loss)
+
+
+class _NanFromStep(nn.Module):
+    """BCE loss that turns NaN from (0-based) training step ``k`` on, counting its calls."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k, self.calls = k, 0
+
+    def forward(self, logits, y):
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        self.calls += 1
+        return loss * float("nan") if self.calls > self.k else loss
+
+
+@pytest.mark.parametrize("k", [0, NONFINITE_CHECK_STEPS - 1, NONFINITE_CHECK_STEPS, 45])
+def test_a_nan_loss_at_step_k_stops_training_within_the_check_interval(k):
+    torch.manual_seed(0)
+    model = nn.Linear(5, 28)
+    steps = 10 * NONFINITE_CHECK_STEPS
+    taken = []
+
+    def batches():
+        for i in range(steps):
+            taken.append(i)
+            yield torch.randn(4, 5), torch.randint(0, 2, (4, 28)).float()
+
+    c = cfg(lr=0.01)
+    loss_fn = _NanFromStep(k)
+    with pytest.raises(NonFiniteLossError, match="epoch 3"):
+        train_one_epoch(model, batches(), loss_fn, build_optimizer(model, c), c, 2, steps)
+    assert len(taken) <= k + NONFINITE_CHECK_STEPS  # not the whole epoch
+
+
+def test_a_nan_loss_in_the_last_unchecked_steps_still_ends_the_epoch_in_error():
+    model = nn.Linear(5, 28)
+    batches = _batches()  # 5 batches: fewer than one check interval
+    c = cfg()
+    loss_fn = _NanFromStep(len(batches) - 1)
+    with pytest.raises(NonFiniteLossError):
+        train_one_epoch(model, batches, loss_fn, build_optimizer(model, c), c, 0, len(batches))
+
+
+def test_fast_path_off_means_fp32_on_cuda_and_auto_means_bf16():
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    off = resolve_fast_path(cfg(fast_path="off"), cuda)
+    auto = resolve_fast_path(cfg(fast_path="auto"), cuda)
+    assert autocast_dtype(cuda, off.amp) is None
+    assert autocast_dtype(cuda, auto.amp) == torch.bfloat16
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, resolve_fast_path(cfg(fast_path="auto"), cpu).amp) is None
+    assert autocast_dtype(cpu, resolve_fast_path(cfg(fast_path="on"), cpu).amp) == torch.bfloat16
+
+
+def test_batch_averaged_f1_is_computed_at_the_trials_batch_size_whatever_the_eval_batches():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 28)
+    loss_fn = nn.BCEWithLogitsLoss()
+    at_trial_size = predict(model, _batches(n=72, bs=8), loss_fn)
+    four_x = _batches(n=72, bs=32)  # the fast path's eval batches: same samples, same order
+    assert predict(model, four_x, loss_fn).macro_f1_batch_avg != pytest.approx(
+        at_trial_size.macro_f1_batch_avg
+    )  # the batch size does change the figure, so it must be fixed
+    result = predict(model, four_x, loss_fn, batch_avg_size=8)
+    assert result.macro_f1_batch_avg == pytest.approx(at_trial_size.macro_f1_batch_avg)
+    assert result.macro_f1 == pytest.approx(at_trial_size.macro_f1)

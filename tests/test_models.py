@@ -98,7 +98,9 @@ def test_freeze_level_trains_exactly_expected_parameters(name, level):
     expected = EXPECTED_TRAINABLE[info.family].get(level, ("",))  # "none": everything
     names = dict(model.named_parameters())
     trainable = {n for n, p in names.items() if p.requires_grad}
-    assert trainable == {n for n in names if n.startswith(expected)}
+    # RGBY (the default): a frozen stem's yellow filter trains too.
+    yellow = {f"{info.stem_conv}.yellow_weight"} if level != "none" else set()
+    assert trainable == {n for n in names if n.startswith(expected)} | yellow
     assert trainable, "some parameters must train at every level"
     assert count_trainable_parameters(model) == sum(names[n].numel() for n in trainable)
     # Every BatchNorm outside the trainable part is frozen, every one inside is not.
@@ -349,3 +351,51 @@ def test_pretrained_rgby_model_answers_like_the_rgb_model_for_an_empty_normalise
         torch.testing.assert_close(rgby_model(x), rgb_model(x[:, :3]))
         x[:, 3] = torch.randn(2, 64, 64)  # and whatever yellow holds, before training
         torch.testing.assert_close(rgby_model(x), rgb_model(x[:, :3]))
+
+
+@pytest.fixture(scope="module")
+def rgb_state_dict(tmp_path_factory):
+    """``path(name)``: an RGB (3-channel) state dict file of model ``name``, written on first
+    use: pretrained RGB weights, as ImageNet's are."""
+    directory = tmp_path_factory.mktemp("rgb_weights")
+
+    def path(name):
+        file = directory / f"{name}.pt"
+        if not file.is_file():
+            torch.manual_seed(0)
+            torch.save(create_model(name, in_chans=3).state_dict(), file)
+        return file
+
+    return path
+
+
+RGBY_FROZEN_CASES = [(name, level) for name, level in FREEZE_CASES if level != "none"]
+
+
+@pytest.mark.parametrize(("name", "level"), RGBY_FROZEN_CASES)
+def test_a_frozen_rgby_stem_learns_its_yellow_filter_and_keeps_its_rgb_filters(
+    name, level, rgb_state_dict
+):
+    from hpa_tune.config import TrialConfig
+    from hpa_tune.engine import build_optimizer
+
+    info = get_model_info(name)
+    stem_key = f"{info.stem_conv}.weight"
+    torch.manual_seed(0)
+    model = create_model(name, in_chans=4, freeze=level, pretrained=rgb_state_dict(name))
+    before = model.state_dict()[stem_key].clone()
+    assert torch.count_nonzero(before[:, 3]) == 0  # adapted from RGB: yellow starts at zero
+    cfg = TrialConfig(arch=name, optimizer="adamw", lr=0.01, weight_decay=0.1)
+    optimizer = build_optimizer(model, cfg)
+    x = _batch(4, max(info.min_size, 32))
+    model(x).sum().backward()
+    optimizer.step()
+    after = model.state_dict()[stem_key]
+    assert torch.count_nonzero(after[:, 3]) > 0, "the yellow filter must learn"
+    assert torch.equal(after[:, :3], before[:, :3]), "the frozen RGB filters must not move"
+    # The state dict has the plain stem's keys, and loads back into the split stem.
+    assert not any("yellow_weight" in key or "rgb_weight" in key for key in model.state_dict())
+    with torch.no_grad():
+        model.get_parameter(f"{info.stem_conv}.yellow_weight").zero_()
+    model.load_state_dict({**model.state_dict(), stem_key: after})
+    assert torch.equal(model.state_dict()[stem_key], after)

@@ -1,9 +1,12 @@
 """Candidate predictors are scored on the holdout under every method; choices come from val."""
 
 import numpy as np
+import pytest
 
-from hpa_tune.predictor_scores import predictor_table, score_predictor
+from hpa_tune.metrics import macro_f1
+from hpa_tune.predictor_scores import predictor_table, score_predictor, submission_labels
 from hpa_tune.threshold_methods import list_threshold_methods
+from hpa_tune.thresholds import at_least_one_label
 
 
 def _split(seed, n):
@@ -43,3 +46,17 @@ def test_predictor_table_has_a_row_per_predictor_and_marks_the_choices():
     assert len(lines) == 3 and all(m in lines[0] for m in list_threshold_methods())
     assert lines[2].startswith("> ensemble_tta") and lines[1].startswith("  single")
     assert lines[1].count("*") == 1
+
+
+def test_the_tuned_holdout_figures_score_the_labels_predict_writes():
+    val_y, val_p = _split(6, 200)
+    hold_y, hold_p = _split(7, 200)
+    hold_p = hold_p * 0.5  # a shifted holdout: many rows have no class above its threshold
+    scores = score_predictor(val_y, val_p, hold_y, hold_p, val_y.mean(axis=0))
+    written = at_least_one_label(hold_p, scores.thresholds)  # what `hpa-tune predict` applies
+    plain = (hold_p >= scores.thresholds).astype(np.uint8)
+    assert (plain.sum(axis=1) == 0).any() and not (written.sum(axis=1) == 0).any()
+    summary = scores.summary()
+    assert summary["holdout_macro_f1_tuned"] == pytest.approx(macro_f1(hold_y, written))
+    assert summary["holdout_macro_f1_tuned"] != pytest.approx(macro_f1(hold_y, plain))
+    np.testing.assert_array_equal(submission_labels(hold_p, scores.thresholds), written)

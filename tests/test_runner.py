@@ -17,6 +17,7 @@ from hpa_tune.cli import main
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.ensemble import predict_probs
 from hpa_tune.evaluation import load_checkpoint_model
+from hpa_tune.metrics import macro_f1
 from hpa_tune.threshold_methods import list_threshold_methods
 from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import load_trial_data, make_loader
@@ -125,6 +126,18 @@ def test_refit_writes_model_thresholds_config_and_holdout_metrics(searched_exper
     )
     assert metrics["holdout_macro_f1_tuned"] == pytest.approx(
         final["holdout_macro_f1"][metrics["threshold_method"]]
+    )
+
+
+def test_the_refit_holdout_headline_scores_the_labels_predict_writes(searched_experiment):
+    refit = searched_experiment[0] / "refit"
+    metrics = json.loads((refit / "metrics.json").read_text())
+    assert metrics["decision_rule"]["name"] == "at_least_one_label"
+    saved = np.load(refit / "predictions.npz")
+    thresholds = json.loads((refit / "thresholds.json").read_text())["thresholds"]
+    written = at_least_one_label(saved["holdout_probs"], np.asarray(thresholds))  # predict's rule
+    assert metrics["holdout_macro_f1_tuned"] == pytest.approx(
+        macro_f1(saved["holdout_targets"], written)
     )
 
 

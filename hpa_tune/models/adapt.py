@@ -1,8 +1,15 @@
-"""Small, tested model surgery: RGB stems for RGBY input, and freezing up to a named level."""
+"""Small, tested model surgery: RGB stems for RGBY input, and freezing up to a named level.
+
+A frozen RGBY stem keeps its yellow filter trainable (``YellowTrainableStem``): otherwise every
+frozen RGBY trial would be an RGB trial, since a pretrained stem's yellow filter starts at zero.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -74,13 +81,15 @@ def freeze_up_to(model: nn.Module, name: str, level: str) -> None:
     Everything outside the level's trainable modules (see ``ModelInfo.trainable_modules``) is
     frozen: parameters get ``requires_grad=False``, and every ``BatchNorm2d`` there is replaced
     by a ``FrozenBatchNorm2d`` carrying the same affine weights and running statistics, so a
-    later ``model.train()`` cannot make it update its statistics. Level ``"none"`` changes
-    nothing.
+    later ``model.train()`` cannot make it update its statistics. One exception: a frozen stem
+    with 4 (RGBY) input channels becomes a ``YellowTrainableStem``, whose red, green and blue
+    filters are frozen and whose yellow filter trains. Level ``"none"`` changes nothing.
 
     Raises:
         HpaTuneError: Unknown model name, or ``level`` is not one of its freeze levels.
     """
-    prefixes = get_model_info(name).trainable_prefixes(level)
+    info = get_model_info(name)
+    prefixes = info.trainable_prefixes(level)
     if prefixes is None:
         return
     for param_name, param in model.named_parameters():
@@ -93,6 +102,58 @@ def freeze_up_to(model: nn.Module, name: str, level: str) -> None:
     ]
     for module_name in frozen_bn:
         _replace_module(model, module_name, _frozen_copy(model.get_submodule(module_name)))
+    stem = model.get_submodule(info.stem_conv)
+    if (
+        isinstance(stem, nn.Conv2d)
+        and stem.in_channels == 4
+        and not name_under(info.stem_conv, prefixes)
+    ):
+        _replace_module(model, info.stem_conv, YellowTrainableStem(stem))
+
+
+class YellowTrainableStem(nn.Module):
+    """A frozen RGBY stem convolution whose yellow filter still trains.
+
+    The red, green and blue filters (and the bias) are frozen parameters, the yellow filter is
+    the trainable ``yellow_weight``: the optimiser sees only the yellow filter, so neither its
+    steps nor its weight decay touch the frozen ones. The state dict holds the ``weight`` (and
+    ``bias``) keys of the ``nn.Conv2d`` it replaces, so checkpoints load into either.
+
+    Args:
+        conv: The stem, with 4 input channels (red, green, blue, yellow) and ``groups=1``.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.in_channels != 4 or conv.groups != 1 or conv.padding_mode != "zeros":
+            raise HpaTuneError(f"not an RGBY stem convolution: {conv}")
+        weight = conv.weight.detach()
+        self.rgb_weight = nn.Parameter(weight[:, :3].clone(), requires_grad=False)
+        self.yellow_weight = nn.Parameter(weight[:, 3:].clone())
+        bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole ``(O, 4, kH, kW)`` filter bank: red, green, blue, yellow."""
+        return torch.cat([self.rgb_weight, self.yellow_weight], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight if keep_vars else self.weight.detach()
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # load_state_dict copies the dict so that modules may rewrite their keys in it.
+        weight = state_dict.pop(prefix + "weight", None)
+        if weight is not None:
+            state_dict[prefix + "rgb_weight"] = weight[:, :3]
+            state_dict[prefix + "yellow_weight"] = weight[:, 3:]
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 def _frozen_copy(bn: nn.Module) -> FrozenBatchNorm2d:
