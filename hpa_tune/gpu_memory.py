@@ -54,6 +54,7 @@ MEMORY_KEYS = frozenset(
         "optimizer",
         "routing_iters",
         "pretrained",
+        "fast_path",  # off trains in fp32: twice the activations of bf16 autocast
     }
 )
 # Keys whose larger values never need less memory, all else equal (channels, optimizer and
@@ -258,7 +259,7 @@ def check_configs_fit(
     estimates = []
     for cfg, data in costliest_candidates(with_data):
         try:
-            estimates.append(estimate_trial_peak(cfg, data))
+            estimates.append(estimate_trial_peak(cfg, data, amp=cfg.fast_path != "off"))
         except Exception as err:  # a model the meta device cannot run must not block the search
             logging.getLogger(__name__).warning(
                 "cannot estimate the GPU memory of %s: %s", config_label(cfg), err

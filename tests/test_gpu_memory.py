@@ -185,7 +185,8 @@ def test_run_checks_the_costliest_configuration_of_the_space_not_a_random_sample
 
     def peak(**kw):
         values = {"arch": "resnet18", "image_size": 32, "batch_size": 64, "channels": "rgby"}
-        return estimate_trial_peak(TrialConfig(**{**values, **kw}), data_bytes=0).peak
+        # fast_path off: the run estimates these in fp32 (no autocast)
+        return estimate_trial_peak(TrialConfig(**{**values, **kw}), data_bytes=0, amp=False).peak
 
     worst = peak()
     runner_up = max(peak(batch_size=63), peak(channels="rgb"), peak(optimizer="sgd"))
@@ -207,3 +208,11 @@ def test_run_checks_the_costliest_configuration_of_the_space_not_a_random_sample
         in result.output
     )
     assert "2 trials per GPU" in result.output
+
+
+def test_a_trial_with_the_fast_path_off_is_estimated_in_fp32(monkeypatch):
+    monkeypatch.setenv(GPU_MEMORY_ENV, "16")
+    bf16 = TrialConfig(arch="baseline_cnn", image_size=64, batch_size=32)
+    fp32 = bf16.model_copy(update={"fast_path": "off"})
+    [fast], [plain] = check_configs_fit([bf16], 0.5, {}), check_configs_fit([fp32], 0.5, {})
+    assert plain.activations == 2 * fast.activations  # fast_path off: no bf16 autocast
