@@ -58,9 +58,10 @@ def _missing_token_hint(address: str, token: str | None) -> str:
 
 
 def init_ray() -> bool:
-    """Join ``$RAY_ADDRESS`` (a cluster, with its auth token) or start a local Ray.
+    """Join ``$RAY_ADDRESS`` (a cluster, with its auth token) or start a private local Ray.
 
-    Trial logs stay in Ray's log files.
+    Without ``$RAY_ADDRESS`` a cluster started with ``ray start`` is never joined. Trial logs
+    stay in Ray's log files.
 
     Returns:
         Whether this call started a local Ray (not joined a cluster, nor found Ray up).
@@ -74,8 +75,15 @@ def init_ray() -> bool:
         return False
     address = os.environ.get("RAY_ADDRESS")
     if not address:
-        # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        # "local": a private runtime, never the cluster `ray start` last announced on this machine
+        # (ray_current_cluster), which is joined only on purpose, with RAY_ADDRESS. ERROR: Ray's
+        # start-up notices (e.g. about its token authentication) are not ours to print.
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
         return True
     token = token_source(os.environ, Path.home())
     mode = join_auth_mode(os.environ, token)
