@@ -16,6 +16,7 @@ import yaml
 
 from hpa_tune.cluster_resources import NodeType, node_types_from_config
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.faults import reclaim_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def init_ray() -> bool:
             log_to_driver=False,
             logging_level=logging.ERROR,
         )
+        reclaim_sigterm()
         return True
     token = token_source(os.environ, Path.home())
     mode = join_auth_mode(os.environ, token)
@@ -100,6 +102,8 @@ def init_ray() -> bool:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
         raise HpaTuneError(_join_error(address, exc, token)) from None
+    finally:
+        reclaim_sigterm()  # ray.init installs a SIGTERM handler that crashes the driver
     return False
 
 
