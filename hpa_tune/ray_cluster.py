@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 
 from hpa_tune.cluster_resources import NodeType, node_types_from_config
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.faults import reclaim_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ def _missing_token_hint(address: str, token: str | None) -> str:
 
 
 def init_ray() -> bool:
-    """Join ``$RAY_ADDRESS`` (a cluster, with its auth token) or start a local Ray.
+    """Join ``$RAY_ADDRESS`` (a cluster, with its auth token) or start a private local Ray.
 
-    Trial logs stay in Ray's log files.
+    Without ``$RAY_ADDRESS`` a cluster started with ``ray start`` is never joined. Trial logs
+    stay in Ray's log files.
 
     Returns:
         Whether this call started a local Ray (not joined a cluster, nor found Ray up).
@@ -70,12 +73,21 @@ def init_ray() -> bool:
     """
     import ray
 
+    keep_raylet_logs_in_files()
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
     if not address:
-        # ERROR: Ray's start-up notices (e.g. about its token authentication) are not ours to print.
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        # "local": a private runtime, never the cluster `ray start` last announced on this machine
+        # (ray_current_cluster), which is joined only on purpose, with RAY_ADDRESS. ERROR: Ray's
+        # start-up notices (e.g. about its token authentication) are not ours to print.
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        reclaim_sigterm()
         return True
     token = token_source(os.environ, Path.home())
     mode = join_auth_mode(os.environ, token)
@@ -90,7 +102,41 @@ def init_ray() -> bool:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
         raise HpaTuneError(_join_error(address, exc, token)) from None
+    finally:
+        reclaim_sigterm()  # ray.init installs a SIGTERM handler that crashes the driver
     return False
+
+
+# Ray's notice that a node's raylet died quotes that raylet.out's last 20 lines ([state-dump]
+# tables, gRPC chatter) to every driver's console (ray/_private/process_watcher.py).
+_RAYLET_LOG_TAIL = re.compile(r"\s*Last \d+ lines of the Raylet logs:.*", re.DOTALL)
+
+
+def without_raylet_log_tail(message: str) -> str:
+    """Ray's "Raylet is terminated" notice without the raylet.out lines it quotes."""
+    short, cut = _RAYLET_LOG_TAIL.subn("", message)
+    return f"{short} (see raylet.out in that node's Ray logs)" if cut else message
+
+
+def keep_raylet_logs_in_files() -> None:
+    """Have this driver print Ray's error notices without the raylet log tails they carry.
+
+    ``log_to_driver=False`` keeps workers' output in files, but not the errors Ray publishes to
+    drivers; the notice of a lost node would otherwise flood the console with [state-dump] lines.
+    """
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "hpa_tune_filter", False):
+        return
+
+    def print_to_stdstream(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            data = {**data, "lines": [without_raylet_log_tail(line) for line in data["lines"]]}
+        original(data, ignore_prefix)
+
+    print_to_stdstream.hpa_tune_filter = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def _is_gcs_address(address: str) -> bool:

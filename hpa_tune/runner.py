@@ -294,12 +294,13 @@ def fit_and_collect(plan: RunPlan, tuner: Any) -> list[TrialRecord]:
     """Run ``tuner`` (new or restored) to its end, close the study, and record every trial.
 
     Raises:
-        SearchInterrupted: Ctrl-C stopped the search; Tune saved its state for ``resume``.
+        SearchInterrupted: Ctrl-C or SIGTERM stopped the search; Tune saved its state for
+            ``resume``.
     """
     with watch_ctrl_c() as interrupted, trial_tracebacks_silenced():
         results = tuner.fit()
-        if interrupted():
-            raise SearchInterrupted(plan.exp_dir)
+        if signum := interrupted():
+            raise SearchInterrupted(plan.exp_dir, signum)
     study = load_study(plan.exp_dir, plan.record.study_name)
     if study is not None:  # trials the time budget stopped were never told how they ended
         finish_running(study, plan.record.max_epochs, plan.spec.mode)

@@ -1,5 +1,7 @@
 """The command line a user meets first: help with examples, `check`, `models`, one-line errors."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,30 @@ def test_check_refuses_frozen_layers_without_pretrained_weights_in_one_line(tmp_
     assert "Traceback" not in result.output
     error = result.output.strip().splitlines()[-1]  # check prints the space's header, then this
     assert "nonsense" in error and "frozen random weights" in error and fixed["freeze"] in error
+
+
+# `hpa-tune run` in a fresh interpreter; at exit it prints whether torch or Ray were imported.
+RUN_AND_LIST_IMPORTS = """
+import sys
+from hpa_tune.cli import main
+try:
+    main(["run", *sys.argv[1:]])
+finally:
+    print("imported:", sorted({"torch", "ray"} & set(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("problem", ["missing", "not YAML"])
+def test_run_reports_a_bad_space_file_before_importing_torch_or_ray(tmp_path, problem):
+    space = tmp_path / "space.yaml"
+    if problem == "not YAML":
+        space.write_text("params: [unclosed\n")
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(space), "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and str(space) in done.stderr
+    assert "imported: []" in done.stdout

@@ -3,7 +3,9 @@
 import logging
 from pathlib import Path
 
-from hpa_tune.ray_cluster import join_auth_mode, token_source, trial_device
+import pytest
+
+from hpa_tune.ray_cluster import init_ray, join_auth_mode, token_source, trial_device
 
 
 def test_a_token_is_found_where_ray_looks_env_then_path_then_home(tmp_path: Path):
@@ -42,3 +44,27 @@ def test_the_cpu_fallback_is_logged_once_per_process(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="hpa_tune.ray_cluster"):
         assert [rc.assigned_device() for _ in range(3)] == ["cpu"] * 3
     assert sum("no CUDA" in r.message for r in caplog.records) == 1
+
+
+# What ray/_private/process_watcher.py publishes to every driver when a node's raylet dies.
+RAYLET_DIED = (
+    "Raylet is terminated. Termination is unexpected. Possible reasons include: (1) SIGKILL by "
+    "the user or system OOM killer, (2) Invalid memory access from Raylet causing SIGSEGV or "
+    "SIGBUS, (3) Other termination signals. Last 20 lines of the Raylet logs:\n"
+    "    [2026-12-07 00:00:00,000 I 1 1] (raylet) node_manager.cc:1: [state-dump] NodeManager:\n"
+    "    [2026-12-07 00:00:00,000 I 1 1] (raylet) node_manager.cc:1: [state-dump] Pool: 2\n"
+)
+
+
+@pytest.mark.ray
+def test_a_lost_nodes_raylet_log_stays_out_of_the_driver_console(ray_runtime, capsys):
+    import ray._private.worker as ray_worker
+
+    init_ray()  # Ray is up (the fixture): joins nothing, but sets up the driver's console
+    ray_worker.print_to_stdstream(
+        {"lines": [RAYLET_DIED], "pid": "raylet", "is_err": False}, ignore_prefix=False
+    )
+
+    out = capsys.readouterr().out
+    assert "Raylet is terminated. Termination is unexpected." in out
+    assert "[state-dump]" not in out and len(out.strip().splitlines()) == 1

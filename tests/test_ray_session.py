@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from hpa_tune.ray_session import (
     SessionRecord,
@@ -95,3 +100,97 @@ def test_next_command_ends_a_killed_drivers_ray_and_leaves_another_runtime_alone
             for pid in session_processes(session):  # only this test's own runtimes
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_start_cluster():
+    """A cluster started with ``ray start --head`` as a user would, in its own temp dir (short:
+    Ray's socket paths are length-limited) and on free ports, so that it is this test's alone.
+    Yields (environment announcing it, its session name); only its processes are ended after
+    (never ``ray stop``, which stops every Ray runtime of this user on the machine)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_tmp)  # where `ray start` writes ray_current_cluster
+    ports = ["--port", "--ray-client-server-port", "--dashboard-agent-listen-port"]
+    ports += ["--metrics-export-port", "--runtime-env-agent-port"]
+    args = [f"{flag}={_free_port()}" for flag in ports]
+    ray = Path(sys.executable).with_name("ray")
+    subprocess.run(
+        [str(ray), "start", "--head", "--num-cpus=1", "--include-dashboard=false", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    session = (ray_tmp / "ray" / "session_latest").resolve().name
+    try:
+        yield env, session
+    finally:
+        for pid in session_processes(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_ray_start_cluster_is_never_joined_implicitly_nor_ended(tmp_path, ray_start_cluster):
+    env, cluster_session = ray_start_cluster
+    env = {**env, "HPA_TUNE_CACHE": str(tmp_path / "cache")}
+    cluster = set(session_processes(cluster_session))
+    assert cluster
+    driver, driver_session = _start_driver(env)
+    try:
+        assert driver_session.startswith("session_")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+        next_command = subprocess.run(
+            [sys.executable, "-m", "hpa_tune.cli", "models"], env=env, capture_output=True
+        )
+
+        assert next_command.returncode == 0, next_command.stderr
+        assert all(_alive(pid) for pid in cluster)
+        assert driver_session != cluster_session  # it ran a private runtime, not the cluster
+        assert session_processes(driver_session) == []  # its own runtime was ended
+    finally:
+        if driver.poll() is None:
+            driver.communicate(input="", timeout=60)
+        for pid in session_processes(driver_session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stale_ray_current_cluster_is_ignored(tmp_path):
+    """The head `ray start` announced is gone: the next driver starts its own Ray at once."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=str(ray_tmp), HPA_TUNE_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    session = ""
+    try:
+        out, err = proc.communicate(input="", timeout=180)
+        session = out.strip()
+        assert proc.returncode == 0, err
+        assert session.startswith("session_") and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in session_processes(session) if session else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -199,3 +199,72 @@ def test_ctrl_c_stops_the_search_and_prints_how_to_resume_it(ray_runtime, sample
     assert not (exp_dir / "summary.csv").exists()  # no results written for a stopped search
     # The study was not told that the interrupted trials ended: resume continues them.
     assert any(not t.state.is_finished() for t in _trial_states(exp_dir).values())
+
+
+def _lines(proc):
+    """The driver's output lines, collected by a thread as they come."""
+    lines: list[str] = []
+
+    def read():
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _wait_for(condition, proc, timeout_s=300):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(Exception):  # the journal may not be there yet
+            if condition():
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_stops_the_search_like_ctrl_c_and_it_resumes(ray_runtime, sample_shards, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "budget": {"num_samples": 2, "max_epochs": 3}}))
+    exp_dir = tmp_path / "r"  # the study name _trial_states reads
+    args = ["run", str(space), "--data", str(sample_shards), "--storage", str(tmp_path)]
+    with (
+        tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as ray_tmp,
+        _driver([*args, "--name", "r", "--quiet", "--no-refit"], ray_tmp) as proc,
+    ):
+        output = _lines(proc)
+        reported = _wait_for(
+            lambda: any(t.intermediate_values for t in _trial_states(exp_dir).values()), proc
+        )
+        assert reported, "".join(output)[-3000:]
+        os.kill(proc.pid, signal.SIGTERM)  # what timeout, systemd, Slurm and Kubernetes send
+        code = proc.wait(timeout=300)
+        text = "".join(output)
+
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    assert f"Continue it with: hpa-tune resume {exp_dir.resolve()}" in text
+    assert "Traceback" not in text and "core dumped" not in text and "*** " not in text
+    resumed = CliRunner().invoke(main, ["resume", str(exp_dir), "--no-refit"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(pd.read_csv(exp_dir / "summary.csv")) == 2
+
+
+def test_a_second_ctrl_c_during_the_refit_aborts_quietly(sample_shards, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "budget": {"num_samples": 1, "max_epochs": 1}}))
+    args = ["run", str(space), "--data", str(sample_shards), "--storage", str(tmp_path)]
+    with (
+        tempfile.TemporaryDirectory(prefix="rc", dir="/tmp") as ray_tmp,
+        _driver([*args, "--name", "c", "--quiet"], ray_tmp) as proc,
+    ):
+        output = _lines(proc)
+        refitting = _wait_for(lambda: any(line.startswith("refit:") for line in output), proc)
+        assert refitting, "".join(output)[-3000:]
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)  # while the first one unwinds and Ray shuts down
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=300)
+        text = "".join(output)
+
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,14 +17,20 @@ class OneLineErrors(click.Group):
     """Prints user errors (bad files, rows, keys) as one line and exits 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from hpa_tune.faults import SearchInterrupted
+        from hpa_tune.faults import SearchInterrupted, stop_signal
 
         try:
             return super().invoke(ctx)
         except SearchInterrupted as stopped:  # Ctrl-C: not an error, the way back is printed
             sys.stdout.flush()
             click.secho(str(stopped), fg="yellow", err=True)
-            sys.exit(130)
+            sys.exit(stopped.exit_code)
+        except (
+            KeyboardInterrupt
+        ):  # Ctrl-C or SIGTERM outside the search (faults.install_stop_handlers)
+            name = "SIGTERM" if stop_signal() == signal.SIGTERM else "Ctrl-C"
+            click.secho(f"interrupted ({name}); stopping", fg="yellow", err=True)
+            sys.exit(128 + (stop_signal() or signal.SIGINT))
         except HpaTuneError as err:
             sys.stdout.flush()  # what was printed comes first, and ends its line
             click.secho(f"error: {' '.join(str(err).split())}", fg="red", err=True)

@@ -127,6 +127,10 @@ def run(
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
+    from hpa_tune.search_space import load_space
+
+    # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
+    load_space(space)
     from hpa_tune.experiment import check_new_experiment, check_storage
     from hpa_tune.runner import RunOptions, check_run_data, plan_run, run_search
     from hpa_tune.staging import check_new_remote, local_experiment
