@@ -161,6 +161,13 @@ def delete(location: str | Path, relative: Iterable[str]) -> None:
             fs.delete_file(f"{root}/{rel}")
 
 
+def remove_empty_dir(location: str | Path) -> None:
+    """Remove a local directory if it is empty (object storage has no directories to remove)."""
+    if not is_remote(location):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(location)
+
+
 def _copy(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: str) -> None:
     with src_fs.open_input_stream(src) as fin, dst_fs.open_output_stream(dst) as fout:
         while block := fin.read(_BLOCK):

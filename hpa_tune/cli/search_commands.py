@@ -102,6 +102,7 @@ def run(
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
+    from hpa_tune.driver_claim import driver_claim
     from hpa_tune.experiment import check_new_experiment, check_storage
     from hpa_tune.runner import RunOptions, plan_run, run_search
     from hpa_tune.staging import check_new_remote, local_experiment
@@ -126,6 +127,9 @@ def run(
     # Every value is checked before any work (rendering the sample, loading data, starting Ray).
     check_storage(storage)
     plan = plan_run(options, data_dir or Path("<built-in sample>"), builtin)
+    # One driver per experiment, held until the command ends (the refit included): a second
+    # run with this --name, started a moment later, stops here naming this one.
+    click.get_current_context().with_resource(driver_claim(plan.location, "run"))
     check_new_experiment(plan.exp_dir)
     check_new_remote(plan.location)
     options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
@@ -156,6 +160,19 @@ def run(
     if not no_refit:
         _refit_and_print(plan.location, all_trials=plan.spec.score_all_trials, on_ray=True)
     click.echo(f"experiment: {plan.location}")
+
+
+def _claim_experiment(experiment_dir: str, command: str) -> None:
+    """Hold ``experiment_dir`` for this command until it ends (``driver_claim``); a path that
+    holds nothing gets no claim (the command then says what is missing).
+
+    Raises:
+        ExperimentBusy: another live driver (a run, resume or refit) holds it.
+    """
+    from hpa_tune.driver_claim import driver_claim, experiment_started
+
+    if experiment_started(experiment_dir):
+        click.get_current_context().with_resource(driver_claim(experiment_dir, command))
 
 
 def _results(plan: Any, records: list[Any]) -> None:
@@ -240,6 +257,7 @@ def resume(experiment_dir: str, no_refit: bool) -> None:
     from hpa_tune.resume import plan_resume, resume_search
     from hpa_tune.staging import local_experiment
 
+    _claim_experiment(experiment_dir, "resume")
     with local_experiment(experiment_dir) as exp_dir:
         remote = storage.location_arg(experiment_dir) if storage.is_remote(experiment_dir) else ""
         plan = plan_resume(exp_dir, location=remote)
@@ -280,6 +298,8 @@ def refit(experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | 
     copy, and the refit directory and TensorBoard events are uploaded back.
     Example: hpa-tune refit results/densenet_space-20261125-101500
     """
+    # The refit writes refit/ (and trial_scores.csv): not while a search or another refit does.
+    _claim_experiment(experiment_dir, "refit")
     # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.
     _refit_and_print(
         experiment_dir,
