@@ -8,16 +8,16 @@ pid, the pid's start time, the command, when it started, a heartbeat), then list
 - an earlier live claim exists (keys sort by start time, then a random part): it loses, deletes
   its own claim and stops with one line naming the holder;
 - only later live claims exist: another driver is starting at the same moment; it lists again
-  shortly, and loses if they are still there after a few tries (that driver holds it or also
-  waits; then neither runs, which is safe).
+  shortly (a later contender that saw this claim removes its own), and loses if one is still
+  there after a few tries (that driver listed before this claim was written, and holds).
 
 A driver holds only after a listing in which its claim was the only live one. On a store where a
 finished write is seen by every later listing (a local filesystem; S3 and GCS since they became
 strongly consistent) two drivers cannot both hold: each wrote its claim before listing, so of
 two listings the later one sees the claim of the driver that made the earlier one. The same
-algorithm runs locally and on buckets, through ``storage``: no conditional put is needed, and
-a partly written claim file is never mistaken for a whole one (it reads as a live claim from an
-unknown machine until it is complete or its age makes it stale).
+algorithm runs locally and on buckets, through ``storage``: no conditional put is needed. Claims
+are written whole (``storage.replace_bytes``); one that cannot be read anyway counts as a live
+claim from an unknown machine until its age (from its key) makes it stale.
 
 A claim is stale (``is_stale``) when its driver is gone: on this machine (same host name and
 boot id) when no process has its pid with its start time (a recycled pid is not it); from
@@ -50,7 +50,7 @@ from hpa_tune.errors import HpaTuneError
 CLAIM_DIR = ".driver"  # in the experiment directory (prefix on a bucket)
 HEARTBEAT_S = 30.0
 DEFAULT_STALE_AFTER_S = 300.0
-SETTLE_S, SETTLE_TRIES = 0.5, 6  # how long a contender with the earliest key waits for later ones
+SETTLE_S, SETTLE_TRIES = 0.5, 20  # how long a contender with the earliest key waits for later ones
 _UNKNOWN = "?"
 
 
@@ -194,7 +194,15 @@ def _claim_path(location: str, key: str) -> str:
 
 
 def _write(location: str, claim: DriverClaim) -> None:
-    storage.write_bytes(_claim_path(location, claim.key), json.dumps(asdict(claim)).encode())
+    data = json.dumps(asdict(claim)).encode()
+    for attempt in range(3):
+        try:
+            # Whole or not at all: a heartbeat rewritten in place could be read half-written.
+            storage.replace_bytes(_claim_path(location, claim.key), data)
+            return
+        except FileNotFoundError:  # a releasing driver removed the emptied directory meanwhile
+            if attempt == 2:
+                raise
 
 
 def _parse(key: str, data: bytes) -> DriverClaim:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -141,6 +142,24 @@ def write_bytes(location: str | Path, data: bytes) -> None:
         fs.create_dir(parent, recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def replace_bytes(location: str | Path, data: bytes) -> None:
+    """Write (replace) one file so that a reader sees the old content or the new, never a part:
+    a local file is written beside it (``.NAME.<random>.tmp``) and renamed over it; an object
+    store's PUT already is all-or-nothing."""
+    if is_remote(location):
+        write_bytes(location, data)
+        return
+    _, path = filesystem(location)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def list_files(location: str | Path) -> list[str]:
