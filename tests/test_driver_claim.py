@@ -135,6 +135,20 @@ def s3_bucket(s3_endpoint):
     return f"s3://{name}"
 
 
+@pytest.fixture
+def gs_bucket(gcs_endpoint):
+    from tests.test_gcs_storage import _create_bucket
+
+    name = f"claim-{uuid.uuid4().hex[:8]}"
+    _create_bucket(gcs_endpoint, name)
+    return f"gs://{name}"
+
+
+def _base(where, tmp_path, request):
+    """Where experiments go: a local directory, or a new bucket on moto's S3 or the GCS emulator."""
+    return str(tmp_path) if where == "local" else request.getfixturevalue(f"{where}_bucket")
+
+
 def _race(location, contenders=4):
     """``contenders`` drivers acquiring ``location`` at the same moment: (held, refused)."""
     barrier, held, refused = threading.Barrier(contenders), [], []
@@ -154,9 +168,9 @@ def _race(location, contenders=4):
     return held, refused
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "gs"])
 def test_of_drivers_starting_together_exactly_one_holds(where, tmp_path, request):
-    base = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    base = _base(where, tmp_path, request)
     for _ in range(3):
         held, refused = _race(storage.join(base, "exp"))
         assert len(held) == 1 and len(refused) == 3, (held, refused)
@@ -168,11 +182,11 @@ def test_of_drivers_starting_together_exactly_one_holds(where, tmp_path, request
         assert read_claims(held[0].location) == []
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "gs"])
 def test_a_live_drivers_claim_refuses_and_a_dead_ones_is_taken_over(
     where, tmp_path, request, live_process
 ):
-    base = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    base = _base(where, tmp_path, request)
     location = storage.join(base, "exp")
     holder = _planted(location, live_process)
     with pytest.raises(ExperimentBusy, match=f"pid {live_process.pid}, since"):
@@ -240,7 +254,7 @@ SPACE = {
 def test_run_resume_and_refit_refuse_an_experiment_a_live_driver_holds(
     where, tmp_path, request, live_process
 ):
-    base = str(tmp_path / "runs") if where == "local" else request.getfixturevalue("s3_bucket")
+    base = _base(where, tmp_path / "runs", request)
     location = storage.join(base, "exp")
     storage.write_bytes(storage.join(location, "run.json"), b"{}")  # the holder's, so far
     _planted(location, live_process)
