@@ -230,7 +230,8 @@ def read_claims(location: str) -> list[DriverClaim]:
 
 def _split_live(claims: list[DriverClaim]) -> tuple[list[DriverClaim], list[DriverClaim]]:
     host, boot, now, after = socket.gethostname(), boot_id(), time.time(), stale_after_s()
-    live, stale = [], []
+    live: list[DriverClaim] = []
+    stale: list[DriverClaim] = []
     for claim in claims:
         gone = is_stale(
             claim,
@@ -286,7 +287,7 @@ def acquire(
     claim = new_claim(command)
     _write(where, claim)
     try:
-        for _ in range(SETTLE_TRIES):
+        for attempt in range(SETTLE_TRIES):
             live, stale = _split_live(read_claims(where))
             decision = decide(claim.key, live)
             if decision.action == "hold":
@@ -295,10 +296,10 @@ def acquire(
                 storage.delete(storage.join(where, CLAIM_DIR), [f"{c.key}.json" for c in stale])
                 return HeldClaim(where, claim)
             assert decision.holder is not None
-            if decision.action == "lose":
+            if decision.action == "lose" or attempt == SETTLE_TRIES - 1:
                 raise ExperimentBusy(where, decision.holder)
             sleep(SETTLE_S)
-        raise ExperimentBusy(where, decision.holder)
+        raise AssertionError("unreachable: the last attempt holds or raises")
     except BaseException:
         _delete_own(where, claim.key)
         raise
