@@ -293,8 +293,10 @@ def test_of_two_runs_with_one_name_only_the_first_runs_and_resume_waits_for_it(
             assert first.poll() is None, first.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        _one_line_naming(_invoke(*args, "--quiet", "--no-refit"), first)
-        _one_line_naming(_invoke("resume", exp_dir, "--no-refit"), first)
+        for second in ([*args, "--quiet"], ["resume", exp_dir]):
+            result = _invoke(*second, "--no-refit")
+            assert first.poll() is None, first.stdout.read().decode()[-3000:]  # still holding
+            _one_line_naming(result, first)
         assert first.wait(timeout=300) == 0, first.stdout.read().decode()[-3000:]
     # Only the first driver's trials, and its claim released.
     trials = [d.name for d in exp_dir.iterdir() if d.name.startswith("trial_")]
