@@ -9,6 +9,7 @@
 ``optuna.journal``  the Optuna study (journal storage; its name is ``study_name`` in run.json)
 ``asha_state.json``  ASHA's rungs, kept so that ``hpa-tune resume`` continues them
 ``refit/``        the refit model, thresholds and holdout metrics (``refit/metrics.json``)
+``.driver/``      the claim of the driver running it now (``driver_claim``)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from hpa_tune.driver_claim import CLAIM_DIR
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.search_space import SpaceSpec, parse_space
 
@@ -113,7 +115,8 @@ def check_new_experiment(exp_dir: Path) -> None:
     Raises:
         HpaTuneError: ``exp_dir`` exists and is not empty; names ``resume`` and ``--name``.
     """
-    if exp_dir.is_dir() and any(exp_dir.iterdir()):
+    # The new run's own claim (taken before this check) is not an experiment.
+    if exp_dir.is_dir() and any(p.name != CLAIM_DIR for p in exp_dir.iterdir()):
         raise HpaTuneError(
             f"{exp_dir}: an experiment of that name exists; continue it with "
             f"`hpa-tune resume {exp_dir}`, or choose another --name"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hpa_tune import storage
 from hpa_tune.data.builtin import cache_root
+from hpa_tune.driver_claim import CLAIM_DIR
 from hpa_tune.errors import HpaTuneError
 
 TRIAL_PREFIX = "trial_"  # Ray Tune's trial directories (trial_dirname_creator in runner)
@@ -95,7 +96,10 @@ def check_new_remote(location: str) -> None:
     Raises:
         HpaTuneError: ``location`` is remote and already holds files; names ``resume``.
     """
-    if storage.is_remote(location) and storage.list_files(location):
+    if not storage.is_remote(location):
+        return
+    # The new run's own claim (taken before this check) is not an experiment.
+    if any(not rel.startswith(f"{CLAIM_DIR}/") for rel in storage.list_files(location)):
         raise HpaTuneError(
             f"{location}: an experiment of that name exists; continue it with "
             f"`hpa-tune resume {location}`, or choose another --name"

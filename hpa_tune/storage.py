@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -143,6 +144,24 @@ def write_bytes(location: str | Path, data: bytes) -> None:
         f.write(data)
 
 
+def replace_bytes(location: str | Path, data: bytes) -> None:
+    """Write (replace) one file so that a reader sees the old content or the new, never a part:
+    a local file is written beside it (``.NAME.<random>.tmp``) and renamed over it; an object
+    store's PUT already is all-or-nothing."""
+    if is_remote(location):
+        write_bytes(location, data)
+        return
+    _, path = filesystem(location)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def list_files(location: str | Path) -> list[str]:
     """Paths (``/``-separated, relative to ``location``) of every file below it; [] if none."""
     fs, root = filesystem(location)
@@ -159,6 +178,13 @@ def delete(location: str | Path, relative: Iterable[str]) -> None:
     for rel in relative:
         with contextlib.suppress(FileNotFoundError):
             fs.delete_file(f"{root}/{rel}")
+
+
+def remove_empty_dir(location: str | Path) -> None:
+    """Remove a local directory if it is empty (object storage has no directories to remove)."""
+    if not is_remote(location):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(location)
 
 
 def _copy(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: str) -> None:

@@ -80,3 +80,11 @@ def test_replacing_a_set_removes_only_what_the_previous_set_lists_and_the_new_on
     assert storage.list_files(f"{bucket}/set") == ["a.parquet", "manifest.json", "notes.txt"]
     assert storage.read_bytes(f"{bucket}/set/manifest.json") == b"new:manifest.json"
     assert storage.read_bytes(f"{bucket}/set/notes.txt") == b"not part of any set"
+
+
+def test_replace_bytes_replaces_a_local_file_whole_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "d" / "claim.json"
+    storage.replace_bytes(str(target), b"old")
+    storage.replace_bytes(str(target), b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["claim.json"]

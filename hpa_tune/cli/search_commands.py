@@ -131,6 +131,7 @@ def run(
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
+    from hpa_tune.driver_claim import driver_claim
     from hpa_tune.experiment import check_new_experiment, check_storage
     from hpa_tune.runner import RunOptions, check_run_data, plan_run, run_search
     from hpa_tune.staging import check_new_remote, local_experiment
@@ -155,6 +156,9 @@ def run(
     # Every value is checked before any work (rendering the sample, loading data, starting Ray).
     check_storage(storage)
     plan = plan_run(options, data_dir or Path("<built-in sample>"), builtin)
+    # One driver per experiment, held until the command ends (the refit included): a second
+    # run with this --name, started a moment later, stops here naming this one.
+    click.get_current_context().with_resource(driver_claim(plan.location, "run"))
     check_new_experiment(plan.exp_dir)
     check_new_remote(plan.location)
     options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
@@ -191,6 +195,19 @@ def run(
             bar=options.progress == "live",
         )
     click.echo(f"experiment: {plan.location}")
+
+
+def _claim_experiment(experiment_dir: str, command: str) -> None:
+    """Hold ``experiment_dir`` for this command until it ends (``driver_claim``); a path that
+    holds nothing gets no claim (the command then says what is missing).
+
+    Raises:
+        ExperimentBusy: another live driver (a run, resume or refit) holds it.
+    """
+    from hpa_tune.driver_claim import driver_claim, experiment_started
+
+    if experiment_started(experiment_dir):
+        click.get_current_context().with_resource(driver_claim(experiment_dir, command))
 
 
 def _results(plan: Any, records: list[Any]) -> None:
@@ -278,6 +295,7 @@ def resume(experiment_dir: str, no_refit: bool, progress: str, quiet: bool) -> N
     from hpa_tune.resume import plan_resume, resume_search
     from hpa_tune.staging import local_experiment
 
+    _claim_experiment(experiment_dir, "resume")
     with local_experiment(experiment_dir) as exp_dir:
         remote = storage.location_arg(experiment_dir) if storage.is_remote(experiment_dir) else ""
         plan = plan_resume(exp_dir, location=remote)
@@ -321,6 +339,8 @@ def refit(experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | 
     copy, and the refit directory and TensorBoard events are uploaded back.
     Example: hpa-tune refit results/densenet_space-20261125-101500
     """
+    # The refit writes refit/ (and trial_scores.csv): not while a search or another refit does.
+    _claim_experiment(experiment_dir, "refit")
     # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.
     _refit_and_print(
         experiment_dir,
