@@ -159,8 +159,15 @@ def run(
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.runner import write_results
+    from hpa_tune.runner import budget_note, write_results
 
+    note = budget_note(records)
+    if note:  # said first: it is also why the search may have no winner
+        budget = plan.record.time_budget_s
+        click.echo(
+            f"time budget{f' of {budget:g} s' if budget else ''} ran out: {note} "
+            "(the search ended before their first epoch; not in summary.csv)"
+        )
     frame, best = write_results(plan, records)
     print_trials(frame, plan.spec.metric)
     click.echo(
