@@ -300,7 +300,7 @@ def test_a_time_budget_that_ends_before_any_report_says_so_and_counts_no_trial(
 ):
     from optuna.trial import TrialState
 
-    from hpa_tune.optuna_study import NOT_STARTED_ATTR, load_study
+    from hpa_tune.optuna_study import load_study
 
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
@@ -316,4 +316,4 @@ def test_a_time_budget_that_ends_before_any_report_says_so_and_counts_no_trial(
     study = load_study(tmp_path / "b", "b")
     assert study is not None
     assert all(t.state == TrialState.FAIL for t in study.trials)
-    assert all(t.user_attrs.get(NOT_STARTED_ATTR) for t in study.trials)
+    assert all(t.user_attrs.get("not_started") for t in study.trials)
