@@ -424,7 +424,7 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     ]
     # A trial restored from a checkpoint reports the epochs after it again: keep the last report.
     history = list({h.get("epoch"): h for h in history}.values())
-    checkpoint = _best_checkpoint(result)
+    checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
     return TrialRecord(
         trial_id=Path(result.path).name.removeprefix("trial_"),
         params=params,
@@ -442,12 +442,14 @@ def _uri(plan: RunPlan, ray_path: str) -> str:
     return ray_path
 
 
-def _best_checkpoint(result: Any) -> str | None:
-    """The kept checkpoint Ray ranks best: the trial's best epoch, the earliest of equal ones."""
+def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
+    """The kept checkpoint Ray ranks best: the trial's best epoch, the earliest of equal ones
+    (by ``metric`` itself for trials reported before ``checkpoint_rank`` existed)."""
+    sign = 1 if mode == "max" else -1
     kept = [
-        (m[CHECKPOINT_RANK], c.path)
+        (m[CHECKPOINT_RANK] if CHECKPOINT_RANK in m else sign * m[metric], c.path)
         for c, m in (result.best_checkpoints or [])
-        if m.get(CHECKPOINT_RANK) is not None
+        if m.get(CHECKPOINT_RANK, m.get(metric)) is not None
     ]
     if not kept:
         return result.checkpoint.path if result.checkpoint else None
