@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from hpa_tune.summary import PRUNED, ended_status
 
 JOURNAL_FILE = "optuna.journal"
+NOT_STARTED_ATTR = "not_started"  # a trial the search ended before its first epoch's report
 
 
 def journal_path(exp_dir: str | os.PathLike[str]) -> Path:
@@ -100,11 +101,17 @@ def finish_running(study: optuna.Study, max_epochs: int, mode: str) -> int:
     """Tell every trial still RUNNING how far it got (``trial_outcome`` of its values).
 
     For a search that ended without Ray telling some trials: stopped by the time budget, or
-    created and never started. Returns how many were told.
+    created and never started. A trial without any epoch's value is FAIL with the user
+    attribute ``not_started`` (it has no result, and ``summary.csv`` has no row for it), not
+    PRUNED. Returns how many were told.
     """
     told = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        state, value = trial_outcome(frozen.intermediate_values, max_epochs, mode, error=False)
-        study.tell(frozen.number, value, state=state)
+        if not frozen.intermediate_values:  # never reported an epoch: no result, not a pruning
+            optuna.Trial(study, frozen._trial_id).set_user_attr(NOT_STARTED_ATTR, True)
+            study.tell(frozen.number, None, state=TrialState.FAIL)
+        else:
+            state, value = trial_outcome(frozen.intermediate_values, max_epochs, mode, False)
+            study.tell(frozen.number, value, state=state)
         told += 1
     return told

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from hpa_tune.config import TrialConfig
+from hpa_tune.engine import NonFiniteLossError
+from hpa_tune.errors import HpaTuneError
 from hpa_tune.evaluation import load_checkpoint_model
 from hpa_tune.experiment import HISTORY_FILE, SUMMARY_FILE, BestTrial
 from hpa_tune.search_space import SpaceSpec, replay
-from hpa_tune.summary import COMPLETED
+from hpa_tune.summary import COMPLETED, ERROR
 from hpa_tune.trainable import CONFIG_FILE, MODEL_FILE, TrialData, run_epochs
 
 Progress = Callable[[int, int], None]
@@ -85,10 +87,12 @@ def top_distinct_candidates(
     exp_dir: Path, spec: SpaceSpec, constants: dict[str, Any], best: BestTrial, k: int
 ) -> list[Candidate]:
     """The winner, then the next best trials (``summary.csv`` order) with configurations not seen
-    yet, up to ``k``; trials that never reported the metric are skipped."""
+    yet, up to ``k``; trials that never reported the metric, or ended in an error (whatever they
+    scored before it), are skipped."""
     summary = pd.read_csv(exp_dir / SUMMARY_FILE, dtype={"trial_id": str})
     metric_col = f"best_{spec.metric}"
     summary = summary[summary[metric_col].notna()] if metric_col in summary else summary
+    summary = summary[summary["status"] != ERROR] if "status" in summary else summary
     factor = spec.refit_epochs_factor
     winner_cfg = refit_config(replay(spec, best.params, constants), factor)
     rows = {str(r["trial_id"]): r for _, r in summary.iterrows()}
@@ -171,6 +175,11 @@ def train_best_epoch(
     return model, best_epoch, history
 
 
+# What ends one member's retraining and may spare the others: a loss that became non-finite
+# (the trial's configuration diverges again), a project error, running out of memory.
+MEMBER_FAILURES = (NonFiniteLossError, HpaTuneError, torch.OutOfMemoryError)
+
+
 def obtain_members(
     exp_dir: Path,
     candidates: list[Candidate],
@@ -181,11 +190,19 @@ def obtain_members(
     mode: str = "max",
 ) -> list[Member]:
     """Reuse or retrain each candidate (keeping its best epoch by the search's ``metric``);
-    ``progress(epochs_done, epochs_total)`` over all of them."""
+    ``progress(epochs_done, epochs_total)`` over all of them.
+
+    A member whose retraining fails (``MEMBER_FAILURES``) is skipped with a warning while
+    others remain.
+
+    Raises:
+        HpaTuneError: every member failed (one line per the first failure's trial and reason).
+    """
     reusable = [_reusable_checkpoint(c) for c in candidates]
     total = sum(c.cfg.max_epochs for c, r in zip(candidates, reusable, strict=True) if r is None)
     done = 0
     members = []
+    failures: list[str] = []
     for i, (cand, checkpoint) in enumerate(zip(candidates, reusable, strict=True)):
         if checkpoint is not None:
             log(
@@ -205,8 +222,17 @@ def obtain_members(
                 if progress:
                     progress(base + epoch, max(total, 1))
 
-            model, best_epoch, history = train_best_epoch(cand.cfg, data, log, tick, metric, mode)
-            done += cand.cfg.max_epochs
+            try:
+                model, best_epoch, history = train_best_epoch(
+                    cand.cfg, data, log, tick, metric, mode
+                )
+            except MEMBER_FAILURES as err:
+                reason = f"retraining trial {cand.trial_id} failed: {_one_line(err)}"
+                failures.append(reason)
+                log(f"warning: refit: member {i + 1}/{len(candidates)} skipped, {reason}")
+                continue
+            finally:
+                done += cand.cfg.max_epochs
         how = "reused" if checkpoint is not None else "retrained"
         log(
             f"refit: member {i + 1}/{len(candidates)} (trial {cand.trial_id}) {how}, "
@@ -223,7 +249,14 @@ def obtain_members(
                 checkpoint is not None,
             )
         )
+    if not members:
+        raise HpaTuneError(f"refit: no member could be trained; {'; '.join(failures)}")
     return members
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def save_members(out: Path, members: list[Member]) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hpa_tune import storage
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.experiment import read_run
+from hpa_tune.experiment import REFIT_DIR, REFIT_METRICS_FILE, SUMMARY_FILE, read_run
 from hpa_tune.runner import (
     RunPlan,
     _init_ray,
@@ -28,6 +29,24 @@ from hpa_tune.runner import (
 from hpa_tune.summary import TrialRecord
 
 TUNER_FILE = "tuner.pkl"  # written by Ray Tune into the experiment directory when a search starts
+
+
+def finished_search(location: str | Path) -> str | None:
+    """What to say about the experiment at ``location`` (local, ``s3://``, ``gs://``) when its
+    search has finished (``summary.csv`` is written only then), else None: there is something
+    to resume. Reads two files' existence; writes nothing."""
+    text = storage.location_arg(location)
+    if not storage.is_file(storage.join(text, SUMMARY_FILE)):
+        return None
+    if storage.is_file(storage.join(text, REFIT_DIR, REFIT_METRICS_FILE)):
+        refit = f"its refit is in {storage.join(text, REFIT_DIR)}"
+        again = "`--refit` trains a new one (replacing it)"
+    else:
+        refit, again = "it has no refit", f"train one with `hpa-tune resume {text} --refit`"
+    return (
+        f"{text}: the search is finished ({SUMMARY_FILE}) and {refit}; nothing to resume, "
+        f"left as it is ({again}; `hpa-tune refit` also takes --top-k and --tta)"
+    )
 
 
 def plan_resume(exp_dir: Path, location: str = "") -> RunPlan:

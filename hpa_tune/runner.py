@@ -10,6 +10,7 @@ own files go to a local staging directory that the CLI uploads (``staging``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -52,7 +53,14 @@ from hpa_tune.search_space import (
     tpe_sampler,
 )
 from hpa_tune.staging import StagedPath, staging_dir
-from hpa_tune.summary import TrialRecord, history_frame, summary_frame
+from hpa_tune.summary import (
+    TrialRecord,
+    best_report_index,
+    checkpoint_rank,
+    history_frame,
+    never_reported,
+    summary_frame,
+)
 from hpa_tune.trainable import load_trial_data, train_trial
 from hpa_tune.trial_errors import error_summary, trial_tracebacks_silenced
 
@@ -143,6 +151,24 @@ def _tune_trainable(
 
     from hpa_tune.ray_cluster import assigned_device, current_node_id
 
+    def reporter(restore_dir: str | None) -> Any:
+        best = {"value": _read_best_so_far(restore_dir)}  # of the epochs before the restore
+
+        def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            value = metrics.get(spec.metric)
+            rank = float("-inf")
+            if value is not None:
+                rank = checkpoint_rank(float(value), best["value"], spec.mode)
+                best["value"] = float(value) if rank > float("-inf") else best["value"]
+            checkpoint = None
+            if checkpoint_dir:
+                Path(checkpoint_dir, BEST_SO_FAR_FILE).write_text(json.dumps(best["value"]))
+                checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
+            metrics = {**metrics, "node_id": node_id, CHECKPOINT_RANK: rank}
+            tune.report(metrics, checkpoint=checkpoint)
+
+        return report
+
     # A retry of a trial that failed in a way a retry cannot change (a non-finite loss, a bad
     # configuration, a missing or corrupt shard) fails again at once, before any work.
     with fail_fast_on_retry(tune.get_context().get_trial_dir()):
@@ -157,18 +183,34 @@ def _tune_trainable(
         node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
         data = load_trial_data(data_uri, [cfg.image_size])
 
-        def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
-
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            train_trial(cfg, data, report, device=device, gpu_fraction=gpus)
+            train_trial(cfg, data, reporter(None), device=device, gpu_fraction=gpus)
             return
         with checkpoint.as_directory() as restore_dir:
             train_trial(
-                cfg, data, report, restore_dir=restore_dir, device=device, gpu_fraction=gpus
+                cfg,
+                data,
+                reporter(restore_dir),
+                restore_dir=restore_dir,
+                device=device,
+                gpu_fraction=gpus,
             )
+
+
+# Ray ranks a trial's checkpoints by this reported value (``summary.checkpoint_rank``), so the
+# one it keeps is the epoch summary.csv names, also on ties; the trial's best score so far
+# travels in each checkpoint for a restore.
+CHECKPOINT_RANK = "checkpoint_rank"
+BEST_SO_FAR_FILE = "best_so_far.json"
+
+
+def _read_best_so_far(restore_dir: str | None) -> float | None:
+    path = Path(restore_dir, BEST_SO_FAR_FILE) if restore_dir else None
+    if path is None or not path.is_file():
+        return None
+    value = json.loads(path.read_text())
+    return None if value is None else float(value)
 
 
 def _init_ray() -> None:
@@ -278,9 +320,9 @@ def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
         run_config=tune.RunConfig(
             **_ray_storage(plan),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,
-                checkpoint_score_attribute=plan.spec.metric,
-                checkpoint_score_order=plan.spec.mode,
+                num_to_keep=1,  # the best epoch (earliest of equals), and Ray keeps the latest
+                checkpoint_score_attribute=CHECKPOINT_RANK,
+                checkpoint_score_order="max",
             ),
             failure_config=tune.FailureConfig(max_failures=rec.max_failures),
             callbacks=_callbacks(plan, progress),
@@ -405,7 +447,12 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     frame = result.metrics_dataframe
     history = [] if frame is None else frame.to_dict("records")
     history = [
-        {k: v for k, v in h.items() if not str(k).startswith("val_class_f1/")} for h in history
+        {
+            k: v
+            for k, v in h.items()
+            if not str(k).startswith("val_class_f1/") and k != CHECKPOINT_RANK
+        }
+        for h in history
     ]
     # A trial restored from a checkpoint reports the epochs after it again: keep the last report.
     history = list({h.get("epoch"): h for h in history}.values())
@@ -428,29 +475,38 @@ def _uri(plan: RunPlan, ray_path: str) -> str:
 
 
 def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
+    """The kept checkpoint Ray ranks best: the trial's best epoch, the earliest of equal ones
+    (by ``metric`` itself for trials reported before ``checkpoint_rank`` existed)."""
+    sign = 1 if mode == "max" else -1
     kept = [
-        (m.get(metric), c.path)
+        (m[CHECKPOINT_RANK] if CHECKPOINT_RANK in m else sign * m[metric], c.path)
         for c, m in (result.best_checkpoints or [])
-        if m.get(metric) is not None
+        if m.get(CHECKPOINT_RANK, m.get(metric)) is not None
     ]
     if not kept:
         return result.checkpoint.path if result.checkpoint else None
-    return (max if mode == "max" else min)(kept, key=lambda pair: pair[0])[1]
+    return max(kept, key=lambda pair: pair[0])[1]
 
 
 def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
-    """The trial with the best ``metric`` at any epoch.
+    """The trial with the best ``metric`` at any epoch, among the trials that ended without an
+    error (one whose loss became non-finite after a good epoch is never the winner); on a tie the
+    earlier trial, and within a trial the earlier epoch (``summary.best_report_index``).
 
     Raises:
-        HpaTuneError: no trial reported the metric (every trial failed).
+        HpaTuneError: no trial that ended without an error reported the metric.
     """
     metric, mode = plan.spec.metric, plan.spec.mode
     sign = 1 if mode == "max" else -1
-    candidates = [(sign * h[metric], r, h) for r in records for h in r.history if metric in h]
+    candidates = []  # (signed best value, -position, record, its best epoch's report)
+    for position, r in enumerate(records):
+        reported = [h for h in r.history if metric in h]
+        best = best_report_index([h[metric] for h in reported], mode)
+        if best is not None and not r.error:
+            candidates.append((sign * reported[best][metric], -position, r, reported[best]))
     if not candidates:
-        errors = "; ".join(sorted({(r.error or "no report").splitlines()[-1] for r in records}))
-        raise HpaTuneError(f"no trial reported {metric}; every trial failed: {errors}")
-    _, rec, hist = max(candidates, key=lambda c: c[0])
+        raise HpaTuneError(_no_winner(metric, records, plan.record.time_budget_s))
+    _, _, rec, hist = max(candidates, key=lambda c: c[:2])
     cfg = resolve_config(plan.spec, rec.params, plan.record.constants)
     return BestTrial(
         trial_id=rec.trial_id,
@@ -464,11 +520,35 @@ def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
     )
 
 
+def _no_winner(metric: str, records: list[TrialRecord], time_budget_s: float | None) -> str:
+    """Why no trial can win: the time budget ran out first, or every trial failed."""
+    trials = [r for r in records if not never_reported(r)]
+    if not trials:
+        budget = f" of {time_budget_s:g} s" if time_budget_s else ""
+        note = f" ({budget_note(records)})" if records else ""
+        return (
+            f"the time budget{budget} ran out before any trial reported {metric}{note}; "
+            "give the search more time with --time-budget-s"
+        )
+    errors = "; ".join(sorted({(r.error or "no report").splitlines()[-1] for r in trials}))
+    if any(metric in h for r in trials for h in r.history):
+        return f"no trial ended without an error; every trial failed: {errors}"
+    return f"no trial reported {metric}; every trial failed: {errors}"
+
+
+def budget_note(records: list[TrialRecord]) -> str:
+    """``"N trial(s) not started"`` for the trials the time budget ended before their first
+    report (they are no trials: not in ``summary.csv``); empty when there are none."""
+    n = sum(never_reported(r) for r in records)
+    return f"{n} trial{'s' if n != 1 else ''} not started" if n else ""
+
+
 def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestTrial]:
     """Write ``summary.csv``, ``history.csv`` and ``best.json``; returns the summary frame and the winner."""
-    frame = summary_frame(records, plan.record.max_epochs, plan.spec.metric, plan.spec.mode)
+    trials = [r for r in records if not never_reported(r)]  # the budget ended the others first
+    frame = summary_frame(trials, plan.record.max_epochs, plan.spec.metric, plan.spec.mode)
     frame.to_csv(plan.exp_dir / SUMMARY_FILE, index=False)
-    history_frame(records).to_csv(plan.exp_dir / HISTORY_FILE, index=False)
+    history_frame(trials).to_csv(plan.exp_dir / HISTORY_FILE, index=False)
     best = pick_best(plan, records)
     write_best(plan.exp_dir, best)
     return frame, best

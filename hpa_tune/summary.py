@@ -31,6 +31,16 @@ class TrialRecord:
     path: str = ""  # the checkpoint of the trial's best epoch (else the trial directory)
 
 
+def never_reported(record: TrialRecord) -> bool:
+    """Whether the search ended before the trial reported its first epoch, without an error.
+
+    Only the time budget stops a trial that has not reported (ASHA decides on reports): such a
+    trial, started or still waiting for resources, is no trial. It has no row in ``summary.csv``
+    and the end of the search says that the budget ran out.
+    """
+    return not record.history and not record.error
+
+
 def ended_status(last_epoch: int, max_epochs: int) -> str:
     """How a trial that ended without an error ended: ``completed`` at max_epochs, else ``pruned``."""
     return COMPLETED if last_epoch >= max_epochs else PRUNED
@@ -43,10 +53,36 @@ def trial_status(record: TrialRecord, max_epochs: int) -> str:
     return ended_status(record.history[-1]["epoch"] if record.history else 0, max_epochs)
 
 
+def best_report_index(scores: list[float], mode: str) -> int | None:
+    """Index of the best of a trial's per-epoch ``scores`` under ``mode``; None when empty.
+
+    The one tie rule of the project: on equal scores the *earliest* epoch wins (``summary.csv``,
+    ``pick_best``, the refit, and the checkpoint Ray keeps, see ``checkpoint_rank``).
+    """
+    if not scores:
+        return None
+    sign = 1 if mode == "max" else -1
+    return max(range(len(scores)), key=lambda i: (sign * scores[i], -i))
+
+
+def checkpoint_rank(value: float, best_so_far: float | None, mode: str) -> float:
+    """The score Ray's checkpoint manager ranks an epoch's checkpoint by (``max`` order).
+
+    The metric itself (signed) when it strictly beats every earlier epoch of the trial, else
+    ``-inf``: Ray keeps the later of two equal scores, but a tie must keep the earlier epoch,
+    the one ``summary.csv`` names (``best_report_index``). Ray keeps the latest checkpoint
+    anyway (a retry restarts from it).
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    if best_so_far is None or sign * value > sign * best_so_far:
+        return sign * value
+    return float("-inf")
+
+
 def summary_frame(
     records: list[TrialRecord], max_epochs: int, metric: str, mode: str
 ) -> pd.DataFrame:
-    """The trial table, best trial first.
+    """The trial table, best trial first; errored trials after every other (never winners).
 
     Columns: trial_id, arch, one ``param:<name>`` column per sampled parameter, epochs, status,
     the last epoch's train/val F1 and loss, ``best_<metric>`` and the epoch it was reached,
@@ -55,19 +91,16 @@ def summary_frame(
     rows = []
     for rec in records:
         last = rec.history[-1] if rec.history else {}
-        scores = [h[metric] for h in rec.history if metric in h]
-        best_idx = None
-        if scores:
-            best_idx = max(
-                range(len(scores)), key=lambda i: scores[i] if mode == "max" else -scores[i]
-            )
+        reported = [h for h in rec.history if metric in h]
+        scores = [h[metric] for h in reported]
+        best_idx = best_report_index(scores, mode)
         row: dict[str, Any] = {"trial_id": rec.trial_id, "arch": rec.arch}
         row.update({f"param:{k}": v for k, v in rec.params.items()})
         row["epochs"] = last.get("epoch", 0)
         row["status"] = trial_status(rec, max_epochs)
         row.update({col: last.get(col) for col in METRIC_COLUMNS})
         row[f"best_{metric}"] = scores[best_idx] if best_idx is not None else None
-        row["best_epoch"] = rec.history[best_idx]["epoch"] if best_idx is not None else None
+        row["best_epoch"] = reported[best_idx]["epoch"] if best_idx is not None else None
         row["trainable_params"] = last.get("trainable_params")
         row["time_total_s"] = last.get("time_total_s")
         row["node_id"] = last.get("node_id")  # the Ray node of its last epoch
@@ -78,9 +111,9 @@ def summary_frame(
     if frame.empty:
         return frame
     key = f"best_{metric}"
-    return frame.sort_values(
-        key, ascending=(mode == "min"), na_position="last", kind="stable"
-    ).reset_index(drop=True)
+    frame = frame.sort_values(key, ascending=(mode == "min"), na_position="last", kind="stable")
+    errored = frame["status"] == ERROR
+    return pd.concat([frame[~errored], frame[errored]]).reset_index(drop=True)
 
 
 def history_frame(records: list[TrialRecord]) -> pd.DataFrame:

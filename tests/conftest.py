@@ -424,3 +424,47 @@ def piped_search(sample_shards, tmp_path_factory) -> PipedSearch:
     piped = run_piped(args, root / "runs" / "p", poll_status=True)
     (root / "output.txt").write_text("".join(f"{t:7.1f} {line}\n" for t, line in piped.lines))
     return piped
+
+
+TIED_SPACE = {
+    "metric": "val_macro_f1",
+    "mode": "max",
+    "budget": {"num_samples": 1, "max_epochs": 3},
+    "scheduler": {"type": "fifo"},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1},
+    # Only the head trains (frozen features, frozen BatchNorm statistics), by SGD with a
+    # learning rate too small to change a float32 weight: every epoch predicts the same, so the
+    # val scores of all epochs tie exactly.
+    "fixed": {
+        "image_size": 32,
+        "channels": "rgb",
+        "arch": "baseline_cnn",
+        "batch_size": 32,
+        "freeze": "head",
+        "optimizer": "sgd",
+        "momentum": 0.0,
+    },
+    "params": {"lr": {"type": "categorical", "choices": [1e-30]}},
+}
+
+
+@pytest.fixture(scope="session")
+def tied_experiment(ray_runtime, sample_shards, tmp_path_factory):
+    """A finished search (one trial, three epochs with tied val scores) and its refit, run
+    through the CLI. Returns (experiment directory, CLI output); shared read-only."""
+    import torch
+
+    from hpa_tune.config import TrialConfig
+    from hpa_tune.trainable import build_model
+
+    root = tmp_path_factory.mktemp("tied")
+    weights = root / "weights.pth"
+    torch.manual_seed(0)
+    torch.save(build_model(TrialConfig(image_size=32, channels="rgb")).state_dict(), weights)
+    space = root / "space.yaml"
+    fixed = {**TIED_SPACE["fixed"], "pretrained": str(weights)}
+    space.write_text(yaml.safe_dump({**TIED_SPACE, "fixed": fixed}))
+    args = ["run", str(space), "--data", str(sample_shards), "--storage", str(root / "runs")]
+    result = CliRunner().invoke(main, [*args, "--name", "tied", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "tied", result.output

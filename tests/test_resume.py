@@ -268,3 +268,43 @@ def test_a_second_ctrl_c_during_the_refit_aborts_quietly(sample_shards, tmp_path
 
     assert code == 130, text[-3000:]
     assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
+
+
+def _files(root):
+    return {
+        p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_resume_of_a_finished_experiment_says_so_and_leaves_it_as_it_is(
+    tied_experiment, tmp_path, monkeypatch
+):
+    import shutil
+
+    import hpa_tune.resume
+    import hpa_tune.runner
+
+    exp = tmp_path / "finished"
+    shutil.copytree(tied_experiment[0], exp)
+    before = _files(exp)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("resume of a finished experiment started Ray")
+
+    monkeypatch.setattr(hpa_tune.resume, "resume_search", no_ray)
+    monkeypatch.setattr(hpa_tune.runner, "_init_ray", no_ray)
+    result = CliRunner().invoke(main, ["resume", str(exp)])
+    assert result.exit_code == 0, result.output
+    assert f"{exp}: the search is finished (summary.csv) and its refit is in" in result.output
+    assert "nothing to resume, left as it is" in result.output
+    assert _files(exp) == before  # summary.csv, best.json, refit/: not a byte, not a touch
+
+    # Asked for explicitly, a new refit replaces refit/; the search's files stay.
+    result = CliRunner().invoke(main, ["resume", str(exp), "--refit"])
+    assert result.exit_code == 0, result.output
+    after = _files(exp)
+    assert after[Path("refit/metrics.json")][1] != before[Path("refit/metrics.json")][1]
+    for name in ("summary.csv", "best.json", "history.csv", "optuna.journal"):
+        assert after[Path(name)] == before[Path(name)]

@@ -21,6 +21,7 @@ from hpa_tune.metrics import macro_f1
 from hpa_tune.threshold_methods import list_threshold_methods
 from hpa_tune.thresholds import at_least_one_label
 from hpa_tune.trainable import load_trial_data, make_loader
+from tests.conftest import SEARCH_SPACE
 
 pytestmark = pytest.mark.ray
 
@@ -290,3 +291,44 @@ def test_a_space_with_refit_epochs_factor_retrains_the_winner_for_longer(
     config = json.loads((copy / "refit" / "members" / "0" / "config.json").read_text())
     assert config["max_epochs"] == 2 * max_epochs
     assert 1 <= index["members"][0]["best_epoch"] <= 2 * max_epochs
+
+
+def test_on_tied_scores_the_kept_checkpoint_is_the_earliest_epoch_the_files_name(
+    tied_experiment,
+):
+    exp, output = tied_experiment
+    history = pd.read_csv(exp / "history.csv")
+    assert history["val_macro_f1"].nunique() == 1 and len(history) == 3  # a three-way tie
+    summary = pd.read_csv(exp / "summary.csv")
+    best = json.loads((exp / "best.json").read_text())
+    assert summary.loc[0, "best_epoch"] == best["epoch"] == 1  # the earliest of equals
+    kept = Path(summary.loc[0, "checkpoint"])
+    assert kept == Path(best["checkpoint"])
+    assert torch.load(kept / "training_state.pt", weights_only=False)["epoch"] == 1
+    # The refit reuses that checkpoint and names the same epoch.
+    assert f"reuses trial {summary.loc[0, 'trial_id']}'s checkpoint" in output
+    assert json.loads((exp / "refit" / "metrics.json").read_text())["best_epoch"] == 1
+
+
+def test_a_time_budget_that_ends_before_any_report_says_so_and_counts_no_trial(
+    ray_runtime, sample_shards, tmp_path
+):
+    from optuna.trial import TrialState
+
+    from hpa_tune.optuna_study import load_study
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    args = ["run", str(space), "--data", str(sample_shards), "--storage", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--name", "b", "--time-budget-s", "0.5", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "failed" not in result.output and "pruned" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: the time budget of 0.5 s ran out before any trial reported val_macro_f1"
+    )
+    assert "pruned" not in (tmp_path / "b" / "summary.csv").read_text()
+    study = load_study(tmp_path / "b", "b")
+    assert study is not None
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+    assert all(t.user_attrs.get("not_started") for t in study.trials)

@@ -211,8 +211,15 @@ def _claim_experiment(experiment_dir: str, command: str) -> None:
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.runner import write_results
+    from hpa_tune.runner import budget_note, write_results
 
+    note = budget_note(records)
+    if note:  # said first: it is also why the search may have no winner
+        budget = plan.record.time_budget_s
+        click.echo(
+            f"time budget{f' of {budget:g} s' if budget else ''} ran out: {note} "
+            "(the search ended before their first epoch; not in summary.csv)"
+        )
     frame, best = write_results(plan, records)
     print_trials(frame, plan.spec.metric)
     click.echo(
@@ -281,20 +288,40 @@ def _print_refit(result: Any, location: str | Path) -> None:
 @click.command()
 @click.argument("experiment_dir")
 @click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
+@click.option(
+    "--refit",
+    "new_refit",
+    is_flag=True,
+    help="On a finished experiment: train a new refit (replaces refit/; hpa-tune refit also "
+    "takes --top-k and --tta).",
+)
 @progress_options
-def resume(experiment_dir: str, no_refit: bool, progress: str, quiet: bool) -> None:
+def resume(
+    experiment_dir: str, no_refit: bool, new_refit: bool, progress: str, quiet: bool
+) -> None:
     """Continue the search in EXPERIMENT_DIR after its driver died or was stopped (Ctrl-C).
 
     Finished trials are kept, running ones restart from their last epoch's checkpoint, the
     Optuna study and ASHA's rungs carry on; then the results and the refit, as in run.
-    EXPERIMENT_DIR may be on object storage (s3://..., gs://...).
+    A finished experiment (its summary.csv written) is left as it is: resume says so, and
+    --refit asks for a new refit. EXPERIMENT_DIR may be on object storage (s3://..., gs://...).
 
     Example: hpa-tune resume results/densenet_space-20261125-101500
     """
     from hpa_tune import storage
-    from hpa_tune.resume import plan_resume, resume_search
+    from hpa_tune.resume import finished_search, plan_resume, resume_search
     from hpa_tune.staging import local_experiment
 
+    if no_refit and new_refit:
+        raise HpaTuneError("--refit and --no-refit: choose one")
+    finished = finished_search(experiment_dir)
+    if finished is not None:
+        click.echo(finished)
+        if new_refit:
+            _claim_experiment(experiment_dir, "refit")
+            _refit_and_print(experiment_dir, on_ray=True)
+        click.echo(f"experiment: {experiment_dir}")
+        return
     _claim_experiment(experiment_dir, "resume")
     with local_experiment(experiment_dir) as exp_dir:
         remote = storage.location_arg(experiment_dir) if storage.is_remote(experiment_dir) else ""
