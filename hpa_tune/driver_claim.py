@@ -31,7 +31,6 @@ driver; and a driver killed with SIGKILL leaves its claim until the next driver 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -222,10 +221,25 @@ def read_claims(location: str) -> list[DriverClaim]:
     for name in storage.list_files(claim_dir):
         if "/" in name or not name.endswith(".json"):
             continue
-        with contextlib.suppress(FileNotFoundError):
-            key = name.removesuffix(".json")
-            claims.append(_parse(key, storage.read_bytes(storage.join(claim_dir, name))))
+        data = _read_claim(storage.join(claim_dir, name))
+        if data is not None:
+            claims.append(_parse(name.removesuffix(".json"), data))
     return claims
+
+
+def _read_claim(path: str) -> bytes | None:
+    """A listed claim's bytes; ``None`` when its driver deleted it after the listing (a bucket may
+    then answer the read with an error rather than "not found"). One that exists but cannot be
+    read gives ``b""``: a claim of unknown origin, live until its key's start time is old."""
+    for _ in range(2):
+        try:
+            return storage.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        except HpaTuneError:
+            if not storage.is_file(path):
+                return None
+    return b""
 
 
 def _split_live(claims: list[DriverClaim]) -> tuple[list[DriverClaim], list[DriverClaim]]:
