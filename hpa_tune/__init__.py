@@ -1,8 +1,8 @@
 """hpa-tune: distributed hyperparameter search for HPA protein-localisation classifiers.
 
 Kept import-light on purpose (the CLI starts fast); import submodules for the APIs:
-``hpa_tune.data``, ``hpa_tune.models``, ``hpa_tune.losses``, ``hpa_tune.metrics``,
-``hpa_tune.search_space``, ``hpa_tune.runner``.
+``hpa_tune.data``, ``hpa_tune.models``, ``hpa_tune.train.losses``, ``hpa_tune.scoring.metrics``,
+``hpa_tune.search.space``, ``hpa_tune.ray_layer.runner``.
 """
 
 __version__ = "0.1.0"

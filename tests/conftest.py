@@ -67,8 +67,8 @@ def kaggle_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in renderer's HPA-like images (a learnable signal), small: 336 train + 28 test at
     64 px, prepared at 32 px. Shared by the trainable, search, refit and predict tests."""
+    from hpa_tune.data.builtin_sample.render import write_kaggle_sample
     from hpa_tune.data.prepare import PrepareOptions, prepare
-    from hpa_tune.data.sample import write_kaggle_sample
 
     root = tmp_path_factory.mktemp("sample")
     write_kaggle_sample(root / "raw", 336, 28, size=64, seed=5, min_per_class=8, workers=2)
@@ -104,7 +104,7 @@ FAKE_AWS_SECRET = "hpaTuneFakeSecret/DoNotWrite+0123456789abc"
 def files_holding(secrets: tuple[bytes, ...], bucket: str, local_roots: list[Path]) -> list[str]:
     """Every file on ``bucket`` and under ``local_roots`` (plus the private caches) that contains
     one of ``secrets``."""
-    from hpa_tune import storage
+    from hpa_tune.storage import filesystems as storage
 
     leaks = [
         f"{bucket}/{rel}"
@@ -202,7 +202,7 @@ def ray_runtime(s3_endpoint, gcs_endpoint):
 def builtin_sample(tmp_path_factory: pytest.TempPathFactory):
     """The real built-in sample (default settings), rendered and prepared once into a private
     cache; ``HPA_TUNE_CACHE`` points there for the whole session."""
-    from hpa_tune.data.builtin import ensure_builtin_sample
+    from hpa_tune.data.builtin_sample.prepared import ensure_builtin_sample
 
     cache = tmp_path_factory.mktemp("hpa-cache")
     previous = os.environ.get("HPA_TUNE_CACHE")

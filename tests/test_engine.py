@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpa_tune.config import TrialConfig
-from hpa_tune.engine import build_optimizer, lr_at, predict, train_one_epoch
-from hpa_tune.metrics import batch_averaged_macro_f1, macro_f1
+from hpa_tune.scoring.metrics import batch_averaged_macro_f1, macro_f1
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import build_optimizer, lr_at, predict, train_one_epoch
 
 
 def cfg(**kw):

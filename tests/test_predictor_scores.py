@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from hpa_tune.predictor_scores import predictor_table, score_predictor
-from hpa_tune.threshold_methods import list_threshold_methods
+from hpa_tune.scoring.predictor_scores import predictor_table, score_predictor
+from hpa_tune.scoring.threshold_methods import list_threshold_methods
 
 
 def _split(seed, n):

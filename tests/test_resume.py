@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from hpa_tune.cli import main
-from hpa_tune.optuna_study import load_study
+from hpa_tune.search.study import load_study
 
 pytestmark = pytest.mark.ray
 

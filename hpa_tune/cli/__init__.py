@@ -30,7 +30,7 @@ def main() -> None:
     Compare trials (curves, HParams table, refit PR curves) while it runs or after:
       hpa-tune tensorboard results/densenet_space-20261125-101500
     """
-    from hpa_tune.ray_session import end_dead_sessions
+    from hpa_tune.ray_layer.session import end_dead_sessions
 
     end_dead_sessions()  # processes a killed driver's local Ray left running (see ray_session)
 

@@ -16,7 +16,7 @@ class OneLineErrors(click.Group):
     """Prints user errors (bad files, rows, keys) as one line and exits 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from hpa_tune.faults import SearchInterrupted
+        from hpa_tune.ray_layer.faults import SearchInterrupted
 
         try:
             return super().invoke(ctx)

@@ -36,9 +36,9 @@ def report(experiment_dir: str, out_dir: Path | None, table_only: bool) -> None:
       hpa-tune report results/densenet_space-20261125-101500 --out ~/reports/densenet
       hpa-tune report s3://bucket/runs/densenet_space-20261125-101500   # written back there
     """
-    from hpa_tune import storage
     from hpa_tune.report import write_report, write_study_table
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.storage import filesystems as storage
+    from hpa_tune.storage.staging import local_experiment
 
     remote = storage.is_remote(experiment_dir)
     # Without --out the report is written into the experiment, so it goes back to the bucket.
@@ -57,7 +57,7 @@ def report(experiment_dir: str, out_dir: Path | None, table_only: bool) -> None:
 
 def _shown(path: Path, exp_dir: Path, location: str) -> str:
     """``path`` as the user should look for it: in the bucket when written into a staged copy."""
-    from hpa_tune import storage
+    from hpa_tune.storage import filesystems as storage
 
     if storage.is_remote(location) and path.is_relative_to(exp_dir):
         return storage.join(location, path.relative_to(exp_dir).as_posix())
@@ -81,8 +81,8 @@ def tensorboard_cmd(experiment_dir: str, port: int, host: str) -> None:
     """
     import time
 
-    from hpa_tune.staging import local_experiment
-    from hpa_tune.tensorboard_log import launch_server
+    from hpa_tune.report.tensorboard_events import launch_server
+    from hpa_tune.storage.staging import local_experiment
 
     with local_experiment(
         experiment_dir, upload=False, only=("tensorboard/",), keep=True
@@ -127,7 +127,7 @@ def check(space: Path, samples: int) -> None:
       hpa-tune check search_spaces/all_space.yaml
       hpa-tune check my_space.yaml -n 10
     """
-    from hpa_tune.search_space import load_space, preview_configs
+    from hpa_tune.search.space import load_space, preview_configs
 
     spec = load_space(space)
     previews = preview_configs(spec, dict(spec.fixed), n=24)  # fails before anything is printed

@@ -15,7 +15,7 @@ from hpa_tune.errors import HpaTuneError
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    from hpa_tune.config import config_keys
+    from hpa_tune.train.config import config_keys
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -102,9 +102,9 @@ def run(
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
-    from hpa_tune.experiment import check_new_experiment, check_storage
-    from hpa_tune.runner import RunOptions, plan_run, run_search
-    from hpa_tune.staging import check_new_remote, local_experiment
+    from hpa_tune.ray_layer.runner import RunOptions, plan_run, run_search
+    from hpa_tune.search.experiment import check_new_experiment, check_storage
+    from hpa_tune.storage.staging import check_new_remote, local_experiment
 
     options = RunOptions(
         space_path=space,
@@ -130,7 +130,10 @@ def run(
     check_new_remote(plan.location)
     options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
     if builtin:
-        from hpa_tune.data.builtin import cached_builtin_sample, ensure_builtin_sample
+        from hpa_tune.data.builtin_sample.prepared import (
+            cached_builtin_sample,
+            ensure_builtin_sample,
+        )
 
         click.echo(
             "no --data given: running on the built-in HPA-like sample with the space's CPU-sized demo budget"
@@ -159,7 +162,7 @@ def run(
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.runner import write_results
+    from hpa_tune.ray_layer.runner import write_results
 
     frame, best = write_results(plan, records)
     print_trials(frame, plan.spec.metric)
@@ -178,10 +181,10 @@ def _refit_and_print(
 ) -> None:
     """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
     Ray task with the trials' resources (a GPU worker on a cluster)."""
-    from hpa_tune.evaluation import score_trials
-    from hpa_tune.refit import refit as run_refit
-    from hpa_tune.remote_refit import refit_on_ray
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.ray_layer.remote_refit import refit_on_ray
+    from hpa_tune.refit.evaluation import score_trials
+    from hpa_tune.refit.retrain import refit as run_refit
+    from hpa_tune.storage.staging import local_experiment
 
     bar, update = progress_bar("refit epochs")
     if on_ray:  # the task stages a bucket experiment itself, where it runs
@@ -205,8 +208,8 @@ def _refit_and_print(
 
 
 def _print_refit(result: Any, location: str | Path) -> None:
-    from hpa_tune import storage
-    from hpa_tune.predictor_scores import predictor_table
+    from hpa_tune.scoring.predictor_scores import predictor_table
+    from hpa_tune.storage import filesystems as storage
 
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
@@ -236,9 +239,9 @@ def resume(experiment_dir: str, no_refit: bool) -> None:
 
     Example: hpa-tune resume results/densenet_space-20261125-101500
     """
-    from hpa_tune import storage
-    from hpa_tune.resume import plan_resume, resume_search
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.ray_layer.resume import plan_resume, resume_search
+    from hpa_tune.storage import filesystems as storage
+    from hpa_tune.storage.staging import local_experiment
 
     with local_experiment(experiment_dir) as exp_dir:
         remote = storage.location_arg(experiment_dir) if storage.is_remote(experiment_dir) else ""
