@@ -16,9 +16,9 @@ import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
-from hpa_tune.data.builtin_sample.prepared import cache_root
 from hpa_tune.search.study import load_study
 from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
 from hpa_tune.storage.staging import local_experiment
 from tests.test_resume import MAX_EPOCHS, NUM_SAMPLES, SPACE, _driver
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hpa_tune.data.builtin_sample.prepared import cache_root
 from hpa_tune.data.prepare import PrepareOptions, PrepareResult, ProgressFn, prepare
 from hpa_tune.data.shards import MANIFEST_NAME
 from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
 
 
 def prepare_to(

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpa_tune.data.builtin_sample.prepared import cache_root
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
 
 TRIAL_PREFIX = "trial_"  # Ray Tune's trial directories (trial_dirname_creator in runner)
 _CHANGED = ".changed"  # hard links to the files of one upload, inside the staging copy

@@ -6,7 +6,6 @@ It goes through ``prepare`` exactly like real data. The cache lives in ``$HPA_TU
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from hpa_tune.data.builtin_sample.render import write_kaggle_sample
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import MANIFEST_NAME
+from hpa_tune.storage.cache import cache_root
 
 SAMPLE_VERSION = 2
 
@@ -33,11 +33,6 @@ class BuiltinSample:
         """Cache directory name: changes whenever the content would."""
         sizes = "-".join(map(str, self.sizes))
         return f"sample-v{SAMPLE_VERSION}-n{self.n_train}-t{self.n_test}-s{self.seed}-m{self.min_per_class}-px{sizes}"
-
-
-def cache_root() -> Path:
-    """``$HPA_TUNE_CACHE`` or ``~/.cache/hpa-tune``."""
-    return Path(os.environ.get("HPA_TUNE_CACHE") or Path.home() / ".cache" / "hpa-tune")
 
 
 def cached_builtin_sample(sample: BuiltinSample = BuiltinSample()) -> Path | None:
