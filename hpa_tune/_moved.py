@@ -33,7 +33,7 @@ MOVED: dict[str, str] = {
     "hpa_tune.trainable": "hpa_tune.train.trainable",
     "hpa_tune.metrics": "hpa_tune.scoring.metrics",
     "hpa_tune.thresholds": "hpa_tune.scoring.thresholds",
-    "hpa_tune.threshold_methods": "hpa_tune.scoring.threshold_methods",
+    "hpa_tune.threshold_methods": "hpa_tune.scoring.thresholds",
     "hpa_tune.predictor_scores": "hpa_tune.scoring.predictor_scores",
     "hpa_tune.search_space": "hpa_tune.search.space",
     "hpa_tune.optuna_study": "hpa_tune.search.study",

@@ -3,7 +3,7 @@
 import numpy as np
 
 from hpa_tune.scoring.predictor_scores import predictor_table, score_predictor
-from hpa_tune.scoring.threshold_methods import list_threshold_methods
+from hpa_tune.scoring.thresholds import list_threshold_methods
 
 
 def _split(seed, n):

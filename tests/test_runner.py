@@ -17,8 +17,7 @@ from hpa_tune.cli import main
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.refit.ensemble import predict_probs
 from hpa_tune.refit.evaluation import load_checkpoint_model
-from hpa_tune.scoring.threshold_methods import list_threshold_methods
-from hpa_tune.scoring.thresholds import at_least_one_label
+from hpa_tune.scoring.thresholds import at_least_one_label, list_threshold_methods
 from hpa_tune.train.trainable import load_trial_data, make_loader
 
 pytestmark = pytest.mark.ray

@@ -2,7 +2,7 @@
 under every threshold method, and the threshold method each predictor uses.
 
 Pure functions over arrays. The threshold method is chosen from val alone (cross-validated
-within val, see ``threshold_methods.choose_method``); holdout labels are only ever scored, so
+within val, see ``thresholds.choose_method``); holdout labels are only ever scored, so
 shuffling them cannot change a threshold (a test checks exactly that).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hpa_tune.scoring.metrics import DEFAULT_THRESHOLD, per_class_f1
-from hpa_tune.scoring.threshold_methods import choose_method, fit_thresholds, list_threshold_methods
+from hpa_tune.scoring.thresholds import choose_method, fit_thresholds, list_threshold_methods
 
 SINGLE, SINGLE_TTA, ENSEMBLE, ENSEMBLE_TTA = "single", "single_tta", "ensemble", "ensemble_tta"
 
