@@ -95,9 +95,9 @@ def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> 
     comparison is of search strategies, not of a hand-picked default), ASHA grace 1 / rf 3."""
     from dataclasses import replace
 
-    from hpa_tune.data.builtin import ensure_builtin_sample
-    from hpa_tune.runner import RunOptions, plan_run
-    from hpa_tune.search_space import SchedulerSpec
+    from hpa_tune.data.builtin_sample.prepared import ensure_builtin_sample
+    from hpa_tune.ray_layer.runner import RunOptions, plan_run
+    from hpa_tune.search.space import SchedulerSpec
 
     shards = ensure_builtin_sample()
     # CPU-sized: baseline_cnn at 32 px trains an epoch of the sample in ~2 s on one core.

@@ -40,10 +40,10 @@ from _machine import describe, machine_info
 from PIL import Image
 
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
+from hpa_tune.data.builtin_sample.render import write_kaggle_sample
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.data.node_cache import NodeCache, cached_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
-from hpa_tune.data.sample import write_kaggle_sample
 from hpa_tune.data.shards import COMPRESSION, ShardManifest
 from hpa_tune.errors import HpaTuneError
 

@@ -32,10 +32,10 @@ import torch
 from _machine import describe, machine_info
 
 from hpa_tune.classes import NUM_CLASSES
-from hpa_tune.config import TrialConfig
-from hpa_tune.engine import build_optimizer
-from hpa_tune.losses import create_loss
 from hpa_tune.models import create_model, list_models
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import build_optimizer
+from hpa_tune.train.losses import create_loss
 
 REFERENCE = ("baseline_cnn", 64)
 SMALL_SIZE = 64

@@ -32,7 +32,7 @@ from _machine import describe, machine_info
 from PIL import Image
 
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
-from hpa_tune.data.sample import write_kaggle_sample
+from hpa_tune.data.builtin_sample.render import write_kaggle_sample
 
 OUT = Path(__file__).resolve().parent / "out"
 SOURCE_SIZE = 512

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from _machine import describe, machine_info
 
-from hpa_tune.data.builtin import ensure_builtin_sample
+from hpa_tune.data.builtin_sample.prepared import ensure_builtin_sample
 from hpa_tune.data.shards import ShardManifest
 
 OUT = Path(__file__).resolve().parent / "out"

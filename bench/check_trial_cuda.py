@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpa_tune.config import TrialConfig
+from hpa_tune.data.builtin_sample.render import write_kaggle_sample
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
-from hpa_tune.data.sample import write_kaggle_sample
 from hpa_tune.data.splits import HOLDOUT
-from hpa_tune.engine import predict
-from hpa_tune.metrics import macro_f1, per_class_f1
-from hpa_tune.thresholds import ClassThresholds
-from hpa_tune.trainable import build_loss, load_trial_data, run_epochs
+from hpa_tune.scoring.metrics import macro_f1, per_class_f1
+from hpa_tune.scoring.thresholds import ClassThresholds
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import predict
+from hpa_tune.train.trainable import build_loss, load_trial_data, run_epochs
 
 
 def main() -> int:
@@ -76,7 +76,7 @@ def main() -> int:
                 ok &= all(math.isfinite(m[k]) for k in ("train_loss", "val_loss", "val_macro_f1"))
                 model = outcome.model
             assert model is not None and next(model.parameters()).device.type == device.type
-            # The refit recipe (hpa_tune.evaluation, which also needs optuna): thresholds fitted
+            # The refit recipe (hpa_tune.refit.evaluation, which also needs optuna): thresholds fitted
             # on val, holdout scored at 0.5 and at them.
             loss_fn = build_loss(cfg, data).to(device)
             mean, std = data.channel_stats[cfg.image_size]

@@ -104,7 +104,7 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from hpa_tune.search_space import define_by_run, tpe_sampler
+    from hpa_tune.search.space import define_by_run, tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: optuna.samplers.BaseSampler
@@ -122,7 +122,7 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
         "points_to_evaluate": [dict(p) for p in plan.spec.points_to_evaluate] or None,
     }
     if strategy.sampler == "tpe_truthful":
-        from hpa_tune.truthful_search import TruthfulOptunaSearch
+        from hpa_tune.ray_layer.truthful_search import TruthfulOptunaSearch
 
         return TruthfulOptunaSearch(max_epochs=plan.record.max_epochs, **common)
     return OptunaSearch(**common)
@@ -146,8 +146,8 @@ def _trial(config: dict[str, Any], spec: Any, data_uri: str) -> None:
     """As ``hpa-tune run``'s trainable: the trial maps its data through the node's shard cache."""
     from ray import tune
 
-    from hpa_tune.search_space import resolve_config, split_trial_config
-    from hpa_tune.trainable import load_trial_data, train_trial
+    from hpa_tune.search.space import resolve_config, split_trial_config
+    from hpa_tune.train.trainable import load_trial_data, train_trial
 
     params, constants = split_trial_config(spec, config)
     torch.set_num_threads(1)

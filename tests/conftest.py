@@ -69,8 +69,8 @@ def kaggle_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in renderer's HPA-like images (a learnable signal), small: 336 train + 28 test at
     64 px, prepared at 32 px. Shared by the trainable, search, refit and predict tests."""
+    from hpa_tune.data.builtin_sample.render import write_kaggle_sample
     from hpa_tune.data.prepare import PrepareOptions, prepare
-    from hpa_tune.data.sample import write_kaggle_sample
 
     root = tmp_path_factory.mktemp("sample")
     write_kaggle_sample(root / "raw", 336, 28, size=64, seed=5, min_per_class=8, workers=2)
@@ -106,7 +106,7 @@ FAKE_AWS_SECRET = "hpaTuneFakeSecret/DoNotWrite+0123456789abc"
 def files_holding(secrets: tuple[bytes, ...], bucket: str, local_roots: list[Path]) -> list[str]:
     """Every file on ``bucket`` and under ``local_roots`` (plus the private caches) that contains
     one of ``secrets``."""
-    from hpa_tune import storage
+    from hpa_tune.storage import filesystems as storage
 
     leaks = [
         f"{bucket}/{rel}"
@@ -146,7 +146,7 @@ class ForeignFiles:
 
     def plant(self, location: str | Path, names: tuple[str, ...] = FOREIGN_NAMES) -> None:
         """Write ``names`` (relative paths) below ``location``, each with content of its own."""
-        from hpa_tune import storage
+        from hpa_tune.storage import filesystems as storage
 
         for name in names:
             where = storage.join(str(location), *name.split("/"))
@@ -156,7 +156,7 @@ class ForeignFiles:
 
     def damaged(self) -> list[str]:
         """The planted files that are gone or no longer hold what was planted."""
-        from hpa_tune import storage
+        from hpa_tune.storage import filesystems as storage
 
         def intact(where: str, content: bytes) -> bool:
             try:
@@ -257,7 +257,7 @@ def ray_runtime(s3_endpoint, gcs_endpoint):
 def builtin_sample(tmp_path_factory: pytest.TempPathFactory):
     """The real built-in sample (default settings), rendered and prepared once into a private
     cache; ``HPA_TUNE_CACHE`` points there for the whole session."""
-    from hpa_tune.data.builtin import ensure_builtin_sample
+    from hpa_tune.data.builtin_sample.prepared import ensure_builtin_sample
 
     cache = tmp_path_factory.mktemp("hpa-cache")
     previous = os.environ.get("HPA_TUNE_CACHE")
@@ -454,8 +454,8 @@ def tied_experiment(ray_runtime, sample_shards, tmp_path_factory):
     through the CLI. Returns (experiment directory, CLI output); shared read-only."""
     import torch
 
-    from hpa_tune.config import TrialConfig
-    from hpa_tune.trainable import build_model
+    from hpa_tune.train.config import TrialConfig
+    from hpa_tune.train.trainable import build_model
 
     root = tmp_path_factory.mktemp("tied")
     weights = root / "weights.pth"

@@ -6,7 +6,7 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from hpa_tune.asha_state import PersistentASHA, restore_rungs, rungs_state
+from hpa_tune.ray_layer.asha_state import PersistentASHA, restore_rungs, rungs_state
 
 
 def _asha(path):

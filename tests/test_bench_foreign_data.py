@@ -12,7 +12,7 @@ from bench.foreign_data import CHANNELS, generate, load_label_sets
 from bench.hand_cnn import GRID, best_class_thresholds, best_global_threshold, macro_f1
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import ShardManifest
-from hpa_tune.metrics import macro_f1 as product_macro_f1
+from hpa_tune.scoring.metrics import macro_f1 as product_macro_f1
 
 
 def test_foreign_data_writes_a_kaggle_layout_that_prepare_accepts_without_rejections(tmp_path):

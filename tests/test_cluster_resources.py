@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpa_tune.cluster_resources import (
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.ray_layer.cluster_resources import (
     NodeType,
     fits,
     node_types_from_config,
@@ -13,7 +14,6 @@ from hpa_tune.cluster_resources import (
     resolve_gpus,
     resolve_trial_resources,
 )
-from hpa_tune.errors import HpaTuneError
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 CPU_HEAD = {"CPU": 8.0, "memory": 3e10}  # the head that is up: CPUs, no GPU

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpa_tune import storage
 from hpa_tune.cli import main
-from hpa_tune.driver_claim import (
+from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.driver_claim import (
     CLAIM_DIR,
     DriverClaim,
     ExperimentBusy,
@@ -202,7 +202,7 @@ def test_a_live_drivers_claim_refuses_and_a_dead_ones_is_taken_over(
 
 
 def test_the_holder_refreshes_its_heartbeat(tmp_path, monkeypatch):
-    import hpa_tune.driver_claim as dc
+    import hpa_tune.storage.driver_claim as dc
 
     monkeypatch.setattr(dc, "HEARTBEAT_S", 0.05)
     with driver_claim(tmp_path, "run") as mine:
@@ -318,7 +318,7 @@ def test_run_takes_over_the_claim_of_a_driver_that_died(ray_runtime, sample_shar
 
 def test_claims_are_not_mistaken_for_a_path_that_holds_an_experiment(tmp_path):
     # A run's own claim is taken before the "experiment exists" check: that check ignores it.
-    from hpa_tune.experiment import check_new_experiment
+    from hpa_tune.search.experiment import check_new_experiment
 
     with driver_claim(tmp_path / "exp", "run"):
         check_new_experiment(tmp_path / "exp")

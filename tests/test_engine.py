@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpa_tune.config import TrialConfig
-from hpa_tune.engine import (
+from hpa_tune.scoring.metrics import batch_averaged_macro_f1, macro_f1
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import (
     NONFINITE_CHECK_STEPS,
     NonFiniteLossError,
     autocast_dtype,
@@ -17,8 +18,7 @@ from hpa_tune.engine import (
     predict,
     train_one_epoch,
 )
-from hpa_tune.fast_path import resolve_fast_path
-from hpa_tune.metrics import batch_averaged_macro_f1, macro_f1
+from hpa_tune.train.fast_path import resolve_fast_path
 
 
 def cfg(**kw):

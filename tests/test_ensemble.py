@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpa_tune.ensemble import dihedral, ensemble_mean, predict_probs
+from hpa_tune.refit.ensemble import dihedral, ensemble_mean, predict_probs
 
 
 def _batches(n=10, size=8, batch=4, seed=0):

@@ -11,7 +11,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpa_tune.cli import main
-from hpa_tune.experiment_status import elapsed_of_study, state_from_study, state_from_summary
+from hpa_tune.report.experiment_status import elapsed_of_study, state_from_study, state_from_summary
 
 
 def _study_trial(number, state, values, trial_id):
@@ -133,7 +133,7 @@ def test_status_of_a_finished_search_shows_every_trial_the_best_and_the_refit(pi
 def test_status_reads_an_experiment_on_object_storage(piped_search, s3_endpoint):
     import boto3
 
-    from hpa_tune import storage
+    from hpa_tune.storage import filesystems as storage
 
     boto3.client("s3").create_bucket(Bucket="status-runs")
     location = "s3://status-runs/runs/p"

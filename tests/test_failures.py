@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hpa_tune.cli import main
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.trial_errors import error_summary
+from hpa_tune.ray_layer.trial_errors import error_summary
 from tests.conftest import SEARCH_SPACE
 from tests.test_prepare import png_claiming
 

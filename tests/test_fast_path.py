@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from hpa_tune.config import TrialConfig
 from hpa_tune.data.device_loader import DeviceArrayLoader, PinnedPrefetchLoader
 from hpa_tune.data.loader import BatchLoader
 from hpa_tune.data.splits import TRAIN, VAL
-from hpa_tune.engine import build_optimizer, predict, train_one_epoch
-from hpa_tune.fast_path import (
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import build_optimizer, predict, train_one_epoch
+from hpa_tune.train.fast_path import (
     FastPath,
     arrays_on_device,
     predict_split,
@@ -22,7 +22,7 @@ from hpa_tune.fast_path import (
     resolve_fast_path,
     trial_loaders,
 )
-from hpa_tune.trainable import build_loss, build_model, run_epochs
+from hpa_tune.train.trainable import build_loss, build_model, run_epochs
 
 CPU = torch.device("cpu")
 DEVICES = [
@@ -33,7 +33,7 @@ DEVICES = [
 
 @pytest.fixture(scope="module")
 def trial_data(sample_shards):
-    from hpa_tune.trainable import load_trial_data
+    from hpa_tune.train.trainable import load_trial_data
 
     return load_trial_data(sample_shards, [32])
 
@@ -141,8 +141,8 @@ def test_on_cuda_auto_trains_on_the_fast_path_with_data_on_the_gpu(trial_data):
 def test_refit_and_predict_batches_take_the_fast_path_and_give_the_plain_paths_probabilities(
     trial_data,
 ):
-    from hpa_tune.ensemble import predict_probs
-    from hpa_tune.fast_path import prediction_batches
+    from hpa_tune.refit.ensemble import predict_probs
+    from hpa_tune.train.fast_path import prediction_batches
 
     cfg = TrialConfig(image_size=32, batch_size=16, channels="rgb", fast_path="on")
     split, stats = trial_data.split(32, VAL), trial_data.channel_stats[32]

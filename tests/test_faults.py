@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from hpa_tune.cli import main
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.errors import NotRetryableError
-from hpa_tune.faults import fail_fast_on_retry
-from hpa_tune.optuna_study import load_study
+from hpa_tune.ray_layer.faults import fail_fast_on_retry
+from hpa_tune.search.study import load_study
 
 pytestmark = pytest.mark.ray
 

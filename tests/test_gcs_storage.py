@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpa_tune import storage
 from hpa_tune.cli import main
+from hpa_tune.storage import filesystems as storage
 from tests.conftest import (
     FAKE_AWS_KEY_ID,
     FAKE_AWS_SECRET,

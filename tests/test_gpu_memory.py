@@ -8,10 +8,11 @@ import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
-from hpa_tune.cluster_resources import NodeType, resolve_trial_resources
-from hpa_tune.config import TrialConfig
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.gpu_memory import (
+from hpa_tune.models import create_model
+from hpa_tune.ray_layer.cluster_resources import NodeType, resolve_trial_resources
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.gpu_memory import (
     GIB,
     GPU_MEMORY_ENV,
     MemoryEstimate,
@@ -23,7 +24,6 @@ from hpa_tune.gpu_memory import (
     saved_activation_bytes,
     trials_per_gpu,
 )
-from hpa_tune.models import create_model
 from tests.conftest import SEARCH_SPACE, resnet_freeze_param
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hpa_tune.classes import class_table
-from hpa_tune.losses import MIN_CLASS_WEIGHT, class_weights, create_loss, list_losses
+from hpa_tune.train.losses import MIN_CLASS_WEIGHT, class_weights, create_loss, list_losses
 
 
 def test_class_weights_follow_the_formulas_on_hpa_counts():

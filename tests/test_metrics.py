@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hpa_tune.metrics import (
+from hpa_tune.scoring.metrics import (
     GLOBAL_THRESHOLD_GRID,
     F1Accumulator,
     batch_averaged_macro_f1,

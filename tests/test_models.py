@@ -376,8 +376,8 @@ RGBY_FROZEN_CASES = [(name, level) for name, level in FREEZE_CASES if level != "
 def test_a_frozen_rgby_stem_learns_its_yellow_filter_and_keeps_its_rgb_filters(
     name, level, rgb_state_dict
 ):
-    from hpa_tune.config import TrialConfig
-    from hpa_tune.engine import build_optimizer
+    from hpa_tune.train.config import TrialConfig
+    from hpa_tune.train.engine import build_optimizer
 
     info = get_model_info(name)
     stem_key = f"{info.stem_conv}.weight"

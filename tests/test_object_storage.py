@@ -14,9 +14,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpa_tune import storage
 from hpa_tune.cli import main
 from hpa_tune.data.node_cache import EVENTS_FILE
+from hpa_tune.storage import filesystems as storage
 from tests.conftest import (
     FAKE_AWS_KEY_ID,
     FAKE_AWS_SECRET,
@@ -172,7 +172,7 @@ def test_a_corrupt_shard_in_the_bucket_is_a_one_line_error_naming_it(
 
 
 def test_tensorboard_reads_the_bucket_experiment_through_a_synced_copy(bucket_study):
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.storage.staging import local_experiment
     from tests.conftest import load_events
 
     _, _, exp, _, foreign = bucket_study

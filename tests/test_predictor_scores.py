@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from hpa_tune.metrics import macro_f1
-from hpa_tune.predictor_scores import predictor_table, score_predictor, submission_labels
-from hpa_tune.threshold_methods import list_threshold_methods
-from hpa_tune.thresholds import at_least_one_label
+from hpa_tune.scoring.metrics import macro_f1
+from hpa_tune.scoring.predictor_scores import predictor_table, score_predictor, submission_labels
+from hpa_tune.scoring.thresholds import at_least_one_label, list_threshold_methods
 
 
 def _split(seed, n):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import yaml
 from rich.console import Console
 
-from hpa_tune.progress import RUNNING, PlainProgress, SearchState, TrialState, render
-from hpa_tune.search_view import asha_rungs, epoch_is_logged, eta_s, progress_mode
+from hpa_tune.ray_layer.live_table import RUNNING, PlainProgress, SearchState, TrialState, render
+from hpa_tune.report.search_view import asha_rungs, epoch_is_logged, eta_s, progress_mode
 from tests.conftest import SEARCH_SPACE, run_piped
 
 
@@ -71,7 +71,7 @@ def test_the_overall_line_does_not_mention_waiting_when_nothing_waits():
 def test_the_live_view_picks_up_trials_tune_has_created_but_not_placed(monkeypatch):
     from types import SimpleNamespace
 
-    from hpa_tune.progress import PENDING, LiveProgress
+    from hpa_tune.ray_layer.live_table import PENDING, LiveProgress
 
     live = LiveProgress(num_samples=4, max_epochs=2, param_names=["lr"])
     refreshes: list[int] = []

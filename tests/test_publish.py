@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
-from hpa_tune import storage
 from hpa_tune.cli import main
 from hpa_tune.data.output_swap import files_listed
+from hpa_tune.storage import filesystems as storage
 from tests.conftest import write_kaggle_dir
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hpa_tune.ray_cluster import init_ray, join_auth_mode, token_source, trial_device
+from hpa_tune.ray_layer.cluster import init_ray, join_auth_mode, token_source, trial_device
 
 
 def test_a_token_is_found_where_ray_looks_env_then_path_then_home(tmp_path: Path):
@@ -36,12 +36,12 @@ def test_a_logical_gpu_without_cuda_falls_back_to_the_cpu_with_a_warning():
 def test_the_cpu_fallback_is_logged_once_per_process(monkeypatch, caplog):
     import ray
 
-    import hpa_tune.ray_cluster as rc
+    import hpa_tune.ray_layer.cluster as rc
 
     monkeypatch.setattr(rc, "_cpu_fallback_logged", False)
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="hpa_tune.ray_cluster"):
+    with caplog.at_level(logging.WARNING, logger="hpa_tune.ray_layer.cluster"):
         assert [rc.assigned_device() for _ in range(3)] == ["cpu"] * 3
     assert sum("no CUDA" in r.message for r in caplog.records) == 1
 

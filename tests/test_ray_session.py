@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpa_tune.ray_session import (
+from hpa_tune.ray_layer.session import (
     SessionRecord,
     driver_alive,
     names_session,
@@ -25,7 +25,7 @@ from hpa_tune.ray_session import (
 # session name and exits (normally, stopping Ray) when its stdin closes.
 DRIVER = """
 import sys
-from hpa_tune.runner import _init_ray
+from hpa_tune.ray_layer.runner import _init_ray
 import ray
 
 _init_ray()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hpa_tune.config import TrialConfig
-from hpa_tune.refit_members import improves, refit_config, refit_epochs
+from hpa_tune.refit.members import improves, refit_config, refit_epochs
+from hpa_tune.train.config import TrialConfig
 
 
 def test_first_score_always_improves_on_nothing():

@@ -22,9 +22,9 @@ from PIL import Image
 
 from hpa_tune.classes import class_names
 from hpa_tune.cli import main
-from hpa_tune.experiment import BestTrial, RunRecord, write_best, write_run
 from hpa_tune.report import study_table, to_markdown, write_report, write_study_table
 from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
+from hpa_tune.report.curves import asha_rungs, best_so_far, rung_cutoffs
 from hpa_tune.report.importance import (
     importance_study,
     param_importances,
@@ -32,8 +32,8 @@ from hpa_tune.report.importance import (
     trials_frame,
 )
 from hpa_tune.report.per_class import per_class_frame
-from hpa_tune.report.progress import asha_rungs, best_so_far, rung_cutoffs
-from hpa_tune.search_space import parse_space
+from hpa_tune.search.experiment import BestTrial, RunRecord, write_best, write_run
+from hpa_tune.search.space import parse_space
 from tests.conftest import resnet_freeze_param
 
 SPACE = parse_space(

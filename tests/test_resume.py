@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from hpa_tune.cli import main
-from hpa_tune.optuna_study import load_study
+from hpa_tune.search.study import load_study
 
 pytestmark = pytest.mark.ray
 
@@ -283,8 +283,8 @@ def test_resume_of_a_finished_experiment_says_so_and_leaves_it_as_it_is(
 ):
     import shutil
 
-    import hpa_tune.resume
-    import hpa_tune.runner
+    import hpa_tune.ray_layer.resume
+    import hpa_tune.ray_layer.runner
 
     exp = tmp_path / "finished"
     shutil.copytree(tied_experiment[0], exp)

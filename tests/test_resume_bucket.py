@@ -15,11 +15,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpa_tune import storage
 from hpa_tune.cli import main
-from hpa_tune.data.builtin import cache_root
-from hpa_tune.optuna_study import load_study
-from hpa_tune.staging import local_experiment
+from hpa_tune.search.study import load_study
+from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
+from hpa_tune.storage.staging import local_experiment
 from tests.test_resume import MAX_EPOCHS, NUM_SAMPLES, SPACE, _driver
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

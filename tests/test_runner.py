@@ -15,12 +15,11 @@ from click.testing import CliRunner
 
 from hpa_tune.cli import main
 from hpa_tune.data.loader import BatchLoader, load_split
-from hpa_tune.ensemble import predict_probs
-from hpa_tune.evaluation import load_checkpoint_model
-from hpa_tune.metrics import macro_f1
-from hpa_tune.threshold_methods import list_threshold_methods
-from hpa_tune.thresholds import at_least_one_label
-from hpa_tune.trainable import load_trial_data, make_loader
+from hpa_tune.refit.ensemble import predict_probs
+from hpa_tune.refit.evaluation import load_checkpoint_model
+from hpa_tune.scoring.metrics import macro_f1
+from hpa_tune.scoring.thresholds import at_least_one_label, list_threshold_methods
+from hpa_tune.train.trainable import load_trial_data, make_loader
 from tests.conftest import SEARCH_SPACE
 
 pytestmark = pytest.mark.ray
@@ -315,7 +314,7 @@ def test_a_time_budget_that_ends_before_any_report_says_so_and_counts_no_trial(
 ):
     from optuna.trial import TrialState
 
-    from hpa_tune.optuna_study import load_study
+    from hpa_tune.search.study import load_study
 
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))

@@ -1,4 +1,4 @@
-"""Specification of the built-in HPA-like sample (hpa_tune.data.sample)."""
+"""Specification of the built-in HPA-like sample (hpa_tune.data.builtin_sample.render)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import pytest
 from PIL import Image
 
 from hpa_tune.classes import CHANNELS, NUM_CLASSES, class_names, kaggle_label_sets
-from hpa_tune.data import sample
-from hpa_tune.data.sample import draw_label_sets, render_sample, sample_id, write_kaggle_sample
+from hpa_tune.data.builtin_sample import render as sample
+from hpa_tune.data.builtin_sample.render import (
+    draw_label_sets,
+    render_sample,
+    sample_id,
+    write_kaggle_sample,
+)
 
 KAGGLE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BACKGROUND = 12  # uint8 level above the black background (the dim debris specks aside)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.search_space import (
+from hpa_tune.search.space import (
     config_combinations,
     define_by_run,
     load_space,

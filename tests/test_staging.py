@@ -8,8 +8,8 @@ import pickle
 
 import optuna
 
-from hpa_tune.optuna_study import journal_path, journal_storage
-from hpa_tune.staging import StagedPath, snapshot, staging_dir
+from hpa_tune.search.study import journal_path, journal_storage
+from hpa_tune.storage.staging import StagedPath, snapshot, staging_dir
 
 
 def _resolve_elsewhere(pickled: bytes, queue) -> None:

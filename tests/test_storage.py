@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpa_tune import storage
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.storage import filesystems as storage
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from tensorboard.plugins.hparams import metadata
 
-from hpa_tune.search_space import parse_space
-from hpa_tune.tb_callback import TensorBoardTrials
+from hpa_tune.ray_layer.tensorboard_callback import TensorBoardTrials
+from hpa_tune.search.space import parse_space
 from tests.conftest import load_events
 
 SPACE = parse_space({"params": {"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}}})

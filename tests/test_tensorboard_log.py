@@ -10,8 +10,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from hpa_tune.classes import class_names
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.search_space import parse_space
-from hpa_tune.tensorboard_log import (
+from hpa_tune.report.tensorboard_events import (
     EPOCH_SCALARS,
     STATUS_CODES,
     TrialLog,
@@ -22,6 +21,7 @@ from hpa_tune.tensorboard_log import (
     write_epoch_scalars,
     write_experiment_config,
 )
+from hpa_tune.search.space import parse_space
 from tests.conftest import load_events, resnet_freeze_param
 
 SPACE = parse_space(

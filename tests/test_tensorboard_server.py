@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
-from hpa_tune.tensorboard_log import STATUS_CODES
+from hpa_tune.report.tensorboard_events import STATUS_CODES
 
 pytestmark = pytest.mark.ray
 

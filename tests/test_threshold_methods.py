@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hpa_tune.threshold_methods import (
+from hpa_tune.scoring.thresholds import (
     choose_method,
     class_ratio_thresholds,
     cross_validated_scores,

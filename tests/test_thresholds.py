@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hpa_tune.metrics import per_class_f1
-from hpa_tune.thresholds import ClassThresholds, at_least_one_label, best_threshold
+from hpa_tune.scoring.metrics import per_class_f1
+from hpa_tune.scoring.thresholds import ClassThresholds, at_least_one_label, best_threshold
 
 
 def _brute_force_best_f1(y, s):

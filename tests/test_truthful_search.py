@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from hpa_tune.optuna_study import finish_running, journal_storage, load_study, trial_outcome
-from hpa_tune.search_space import define_by_run, parse_space
-from hpa_tune.truthful_search import TruthfulOptunaSearch
+from hpa_tune.ray_layer.truthful_search import TruthfulOptunaSearch
+from hpa_tune.search.space import define_by_run, parse_space
+from hpa_tune.search.study import finish_running, journal_storage, load_study, trial_outcome
 
 SPACE = parse_space(
     {"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}}, "test"

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from hpa_tune.cli import main
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.experiment import RunRecord, write_run
 from hpa_tune.models import create_model
 from hpa_tune.models.pretrained import PretrainedWeightsNotFoundError
-from hpa_tune.runner import RunOptions, plan_run
-from hpa_tune.search_space import parse_space
+from hpa_tune.ray_layer.runner import RunOptions, plan_run
+from hpa_tune.search.experiment import RunRecord, write_run
+from hpa_tune.search.space import parse_space
 from tests.conftest import SEARCH_SPACE
 
 

@@ -32,8 +32,8 @@ def main() -> None:
     Compare trials (curves, HParams table, refit PR curves) while it runs or after:
       hpa-tune tensorboard results/densenet_space-20261125-101500
     """
-    from hpa_tune.faults import install_stop_handlers
-    from hpa_tune.ray_session import end_dead_sessions
+    from hpa_tune.ray_layer.faults import install_stop_handlers
+    from hpa_tune.ray_layer.session import end_dead_sessions
 
     install_stop_handlers()  # Ctrl-C/SIGTERM: stop once, cleanly; a second one aborts quietly
     end_dead_sessions()  # processes a killed driver's local Ray left running (see ray_session)

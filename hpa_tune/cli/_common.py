@@ -17,7 +17,7 @@ class OneLineErrors(click.Group):
     """Prints user errors (bad files, rows, keys) as one line and exits 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from hpa_tune.faults import SearchInterrupted, stop_signal
+        from hpa_tune.ray_layer.faults import SearchInterrupted, stop_signal
 
         try:
             return super().invoke(ctx)

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from hpa_tune import storage
 from hpa_tune.cli._common import progress_bar
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.storage import filesystems as storage
 
 
 def _sizes(_: Any, __: Any, value: str) -> tuple[int, ...]:
@@ -135,8 +135,8 @@ def predict(model_dir: str, data_dir: str, out_path: Path, workers: int) -> None
       hpa-tune predict results/demo-*/refit --data ~/kaggle/hpa --out submission.csv
       hpa-tune predict s3://bucket/runs/NAME/refit --data s3://bucket/hpa-shards --out sub.csv
     """
-    from hpa_tune.predict import predict_submission
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.refit.predict import predict_submission
+    from hpa_tune.storage.staging import local_experiment
 
     with local_experiment(model_dir, upload=False) as local_model:
         sub = predict_submission(local_model, data_dir, out_path, workers)

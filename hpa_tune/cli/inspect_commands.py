@@ -34,7 +34,7 @@ def status(experiment_dir: str, watch: bool, interval: float) -> None:
     """
     import time
 
-    from hpa_tune.experiment_status import read_status
+    from hpa_tune.report.experiment_status import read_status
 
     out = console()
     while True:
@@ -50,8 +50,8 @@ def status(experiment_dir: str, watch: bool, interval: float) -> None:
 
 
 def _print_status(out: Any, current: Any) -> None:
-    from hpa_tune.experiment_status import headline
-    from hpa_tune.search_view import overall_text, trial_table
+    from hpa_tune.report.experiment_status import headline
+    from hpa_tune.report.search_view import overall_text, trial_table
 
     s = current.state
     out.print(headline(current), soft_wrap=True)
@@ -92,9 +92,9 @@ def report(experiment_dir: str, out_dir: Path | None, table_only: bool) -> None:
       hpa-tune report results/densenet_space-20261125-101500 --out ~/reports/densenet
       hpa-tune report s3://bucket/runs/densenet_space-20261125-101500   # written back there
     """
-    from hpa_tune import storage
     from hpa_tune.report import write_report, write_study_table
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.storage import filesystems as storage
+    from hpa_tune.storage.staging import local_experiment
 
     remote = storage.is_remote(experiment_dir)
     # Without --out the report is written into the experiment, so it goes back to the bucket.
@@ -113,7 +113,7 @@ def report(experiment_dir: str, out_dir: Path | None, table_only: bool) -> None:
 
 def _shown(path: Path, exp_dir: Path, location: str) -> str:
     """``path`` as the user should look for it: in the bucket when written into a staged copy."""
-    from hpa_tune import storage
+    from hpa_tune.storage import filesystems as storage
 
     if storage.is_remote(location) and path.is_relative_to(exp_dir):
         return storage.join(location, path.relative_to(exp_dir).as_posix())
@@ -137,8 +137,8 @@ def tensorboard_cmd(experiment_dir: str, port: int, host: str) -> None:
     """
     import time
 
-    from hpa_tune.staging import local_experiment
-    from hpa_tune.tensorboard_log import launch_server
+    from hpa_tune.report.tensorboard_events import launch_server
+    from hpa_tune.storage.staging import local_experiment
 
     with local_experiment(
         experiment_dir, upload=False, only=("tensorboard/",), keep=True
@@ -183,7 +183,7 @@ def check(space: Path, samples: int) -> None:
       hpa-tune check search_spaces/all_space.yaml
       hpa-tune check my_space.yaml -n 10
     """
-    from hpa_tune.search_space import load_space, preview_configs
+    from hpa_tune.search.space import load_space, preview_configs
 
     spec = load_space(space)
     previews = preview_configs(spec, dict(spec.fixed), n=24)  # fails before anything is printed

@@ -13,11 +13,11 @@ import yaml
 
 from hpa_tune.cli._common import print_trials, progress_bar
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.search_view import PROGRESS_MODES
+from hpa_tune.report.search_view import PROGRESS_MODES
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    from hpa_tune.config import config_keys
+    from hpa_tune.train.config import config_keys
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -54,7 +54,7 @@ def progress_options(command: Any) -> Any:
 
 
 def _progress(requested: str, quiet: bool) -> str:
-    from hpa_tune.search_view import progress_mode
+    from hpa_tune.report.search_view import progress_mode
 
     return "none" if quiet else progress_mode(requested, sys.stdout.isatty())
 
@@ -127,14 +127,14 @@ def run(
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
     """
-    from hpa_tune.search_space import load_space
+    from hpa_tune.search.space import load_space
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
-    from hpa_tune.driver_claim import driver_claim
-    from hpa_tune.experiment import check_new_experiment, check_storage
-    from hpa_tune.runner import RunOptions, check_run_data, plan_run, run_search
-    from hpa_tune.staging import check_new_remote, local_experiment
+    from hpa_tune.ray_layer.runner import RunOptions, check_run_data, plan_run, run_search
+    from hpa_tune.search.experiment import check_new_experiment, check_storage
+    from hpa_tune.storage.driver_claim import driver_claim
+    from hpa_tune.storage.staging import check_new_remote, local_experiment
 
     options = RunOptions(
         space_path=space,
@@ -163,7 +163,10 @@ def run(
     check_new_remote(plan.location)
     options = replace(options, name=plan.exp_dir.name)  # the same name once the data is known
     if builtin:
-        from hpa_tune.data.builtin import cached_builtin_sample, ensure_builtin_sample
+        from hpa_tune.data.builtin_sample.prepared import (
+            cached_builtin_sample,
+            ensure_builtin_sample,
+        )
 
         click.echo(
             "no --data given: running on the built-in HPA-like sample with the space's CPU-sized demo budget"
@@ -204,14 +207,15 @@ def _claim_experiment(experiment_dir: str, command: str) -> None:
     Raises:
         ExperimentBusy: another live driver (a run, resume or refit) holds it.
     """
-    from hpa_tune.driver_claim import driver_claim, experiment_started
+    from hpa_tune.search.experiment import experiment_started
+    from hpa_tune.storage.driver_claim import driver_claim
 
     if experiment_started(experiment_dir):
         click.get_current_context().with_resource(driver_claim(experiment_dir, command))
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.runner import budget_note, write_results
+    from hpa_tune.ray_layer.runner import budget_note, write_results
 
     note = budget_note(records)
     if note:  # said first: it is also why the search may have no winner
@@ -239,10 +243,10 @@ def _refit_and_print(
     """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
     Ray task with the trials' resources (a GPU worker on a cluster); ``bar``: a progress bar of
     its epochs (else its log lines alone)."""
-    from hpa_tune.evaluation import score_trials
-    from hpa_tune.refit import refit as run_refit
-    from hpa_tune.remote_refit import refit_on_ray
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.ray_layer.remote_refit import refit_on_ray
+    from hpa_tune.refit.evaluation import score_trials
+    from hpa_tune.refit.retrain import refit as run_refit
+    from hpa_tune.storage.staging import local_experiment
 
     epochs, update = progress_bar("refit epochs", bar)
     if on_ray:  # the task stages a bucket experiment itself, where it runs
@@ -266,8 +270,8 @@ def _refit_and_print(
 
 
 def _print_refit(result: Any, location: str | Path) -> None:
-    from hpa_tune import storage
-    from hpa_tune.predictor_scores import predictor_table
+    from hpa_tune.scoring.predictor_scores import predictor_table
+    from hpa_tune.storage import filesystems as storage
 
     m = result.metrics
     trivial = m["trivial_holdout_macro_f1"]
@@ -308,9 +312,9 @@ def resume(
 
     Example: hpa-tune resume results/densenet_space-20261125-101500
     """
-    from hpa_tune import storage
-    from hpa_tune.resume import finished_search, plan_resume, resume_search
-    from hpa_tune.staging import local_experiment
+    from hpa_tune.ray_layer.resume import finished_search, plan_resume, resume_search
+    from hpa_tune.storage import filesystems as storage
+    from hpa_tune.storage.staging import local_experiment
 
     if no_refit and new_refit:
         raise HpaTuneError("--refit and --no-refit: choose one")

@@ -38,12 +38,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
-from hpa_tune.data.builtin import cache_root
 from hpa_tune.data.loader import SplitArrays, fill_rows
 from hpa_tune.data.shards import MANIFEST_NAME, ShardInfo, ShardManifest
 from hpa_tune.errors import NotRetryableError
+from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
 
 log = logging.getLogger(__name__)
 EVENTS_FILE, USED_FILE = "events.log", "last_used"

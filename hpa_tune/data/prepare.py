@@ -12,7 +12,7 @@ import errno
 import os
 import shutil
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -135,7 +135,9 @@ def _decode_chunk(
     return [_decode_task(t, sizes, expected_size) for t in tasks]
 
 
-def _decoded(tasks: list[_Task], options: PrepareOptions) -> Iterator[tuple[_Task, _Decoded | str]]:
+def _decoded(
+    tasks: list[_Task], options: PrepareOptions
+) -> Generator[tuple[_Task, _Decoded | str], None, None]:
     """Decode ``tasks`` on worker processes, yielding results in task order.
 
     Back-pressure: at most ``_CHUNKS_IN_FLIGHT`` chunks per worker are submitted ahead of the

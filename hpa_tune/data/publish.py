@@ -13,12 +13,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hpa_tune import storage
-from hpa_tune.data.builtin import cache_root
 from hpa_tune.data.output_swap import REJECTED_NAME, files_listed
 from hpa_tune.data.prepare import PrepareOptions, PrepareResult, ProgressFn, prepare
 from hpa_tune.data.shards import MANIFEST_NAME
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.storage import filesystems as storage
+from hpa_tune.storage.cache import cache_root
 
 
 def previous_set(out: str, sizes: tuple[int, ...]) -> set[str]:

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpa_tune import storage
 from hpa_tune.classes import CHANNELS, NUM_CLASSES
 from hpa_tune.errors import NotRetryableError
+from hpa_tune.storage import filesystems as storage
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

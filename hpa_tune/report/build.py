@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpa_tune.optuna_study import load_study
 from hpa_tune.report import page
 from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
+from hpa_tune.report.curves import asha_rungs, best_so_far, rung_cutoffs
 from hpa_tune.report.figures import asha_figure, best_so_far_figure, cost_figure
 from hpa_tune.report.importance import (
     importance_study,
@@ -19,9 +19,9 @@ from hpa_tune.report.importance import (
 from hpa_tune.report.inputs import ExperimentInputs, load_inputs
 from hpa_tune.report.param_figures import importance_figure, param_vs_metric_figure
 from hpa_tune.report.per_class import per_class_figure, per_class_frame
-from hpa_tune.report.progress import asha_rungs, best_so_far, rung_cutoffs
 from hpa_tune.report.sections import overview, predictors_frame, study_table_notes
 from hpa_tune.report.study_table import header, study_table, to_markdown
+from hpa_tune.search.study import load_study
 
 REPORT_DIR = "report"
 REPORT_FILE, TABLE_MD, TABLE_CSV = "report.html", "study_table.md", "study_table.csv"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hpa_tune.report.progress import ray_elapsed_s
-from hpa_tune.summary import ERROR
+from hpa_tune.report.curves import ray_elapsed_s
+from hpa_tune.search.trial_table import ERROR
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hpa_tune.summary import COMPLETED, ERROR, PRUNED
+from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 
 STATUS_STYLE = {
     COMPLETED: {"color": "#2a9d8f", "marker": "o", "label": "completed"},
@@ -49,7 +49,7 @@ def best_so_far_figure(
     """Best-so-far metric against wall-clock time and against trial-epochs spent.
 
     Args:
-        curve: :func:`hpa_tune.report.progress.best_so_far` output.
+        curve: :func:`hpa_tune.report.curves.best_so_far` output.
         metric: the metric's name, for labels.
         full_budget_epochs: trial-epochs had every trial run to ``max_epochs`` (a marker line).
         path: where the PNG goes.

@@ -29,9 +29,9 @@ from optuna.distributions import (
 )
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-from hpa_tune.optuna_study import best_value
-from hpa_tune.search_space import SpaceSpec
-from hpa_tune.summary import COMPLETED, ERROR, PRUNED
+from hpa_tune.search.space import SpaceSpec
+from hpa_tune.search.study import best_value
+from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 
 MIN_TRIALS = 3
 PED_ANOVA, FANOVA = "PED-ANOVA", "fANOVA"

@@ -17,7 +17,7 @@ import pandas as pd
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.experiment import (
+from hpa_tune.search.experiment import (
     BEST_FILE,
     HISTORY_FILE,
     REFIT_DIR,
@@ -28,7 +28,7 @@ from hpa_tune.experiment import (
     read_best,
     read_run,
 )
-from hpa_tune.search_space import SpaceSpec
+from hpa_tune.search.space import SpaceSpec
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from hpa_tune.report.figures import STATUS_STYLE, metric_label, save
 from hpa_tune.report.study_table import format_value
-from hpa_tune.search_space import SpaceSpec
-from hpa_tune.summary import ERROR
+from hpa_tune.search.space import SpaceSpec
+from hpa_tune.search.trial_table import ERROR
 
 EVALUATOR_COLORS = ("#264653", "#e9c46a", "#8d99ae")
 

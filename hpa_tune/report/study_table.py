@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpa_tune.search_space import SpaceSpec
+from hpa_tune.search.space import SpaceSpec
 
 TEST_05, TEST_TUNED, TEST_FROM = "test_macro_f1@0.5", "test_macro_f1_tuned", "test_from"
 FROM_CHECKPOINT, FROM_REFIT = "trial checkpoint", "refit model"

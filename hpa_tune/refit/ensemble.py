@@ -1,0 +1,67 @@
+"""Probabilities of an ensemble of models, optionally averaged over the 8 symmetries of a square
+(test-time augmentation, TTA).
+
+Microscopy fields have no orientation, so a model's prediction of a rotated or flipped image is
+as good an estimate as of the original; averaging all eight (the dihedral group D4) cancels part
+of the model's orientation-dependent error. An ensemble's probability is the plain mean of its
+members' probabilities; each member reads its own batches (members may differ in image size and
+channels) over the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpa_tune.train.engine import autocast_context
+
+DIHEDRAL_CODES = tuple(range(8))
+
+
+def dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
+    """Symmetry ``code`` (0..7) of a batch of square images: a flip when ``code >= 4``, then
+    ``code % 4`` quarter turns."""
+    if not 0 <= code < 8:
+        raise ValueError(f"dihedral code must be 0..7, got {code}")
+    if code >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, code % 4, dims=(-2, -1)) if code % 4 else x
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    tta: bool = False,
+    amp: bool | None = None,
+) -> np.ndarray:
+    """Sigmoid probabilities (N, K) over ``batches`` in eval mode; with ``tta`` the mean over the
+    8 dihedral views of each batch. ``amp``: bf16 autocast (``None``: on CUDA only); pass the
+    trial's resolved ``FastPath.amp`` so that ``fast_path: off`` predicts in fp32."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for x, _ in batches:
+        views = DIHEDRAL_CODES if tta else (0,)
+        total = None
+        for code in views:
+            with autocast_context(device, amp):
+                logits = model(dihedral(x, code))
+            p = torch.sigmoid(logits.float())
+            total = p if total is None else total + p
+        assert total is not None
+        out.append((total / len(views)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def ensemble_mean(member_probs: Sequence[np.ndarray]) -> np.ndarray:
+    """The ensemble's probabilities: the mean of its members' (all of one shape)."""
+    if not member_probs:
+        raise ValueError("an ensemble needs at least one member")
+    shapes = {np.shape(p) for p in member_probs}
+    if len(shapes) != 1:
+        raise ValueError(f"members' probabilities differ in shape: {sorted(shapes)}")
+    return np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in member_probs]), axis=0)

@@ -1,0 +1,279 @@
+"""The refit's ensemble members: the K best distinct configurations of a search, each retrained
+on train (best val epoch kept), or reused when its trial already did exactly that.
+
+A trial's kept checkpoint is reused when the trial ran to ``max_epochs`` (ASHA did not stop it)
+and the configuration saved beside it equals the replayed one: retraining it with the same seed
+would select the same epoch of the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.refit.evaluation import load_checkpoint_model
+from hpa_tune.search.experiment import HISTORY_FILE, SUMMARY_FILE, BestTrial
+from hpa_tune.search.space import SpaceSpec, replay
+from hpa_tune.search.trial_table import COMPLETED, ERROR
+from hpa_tune.train.config import TrialConfig
+from hpa_tune.train.engine import NonFiniteLossError
+from hpa_tune.train.trainable import CONFIG_FILE, MODEL_FILE, TrialData, run_epochs
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Member:
+    """One trained ensemble member."""
+
+    trial_id: str
+    params: dict[str, Any]
+    cfg: TrialConfig
+    model: nn.Module
+    best_epoch: int
+    history: list[dict[str, Any]]
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trial chosen for the ensemble, before training."""
+
+    trial_id: str
+    params: dict[str, Any]
+    cfg: TrialConfig
+    row: dict[str, Any]
+
+
+def _row_params(row: pd.Series, spec: SpaceSpec) -> dict[str, Any]:
+    """The sampled params of a ``summary.csv`` row, with values typed as the space's choices."""
+    params: dict[str, Any] = {}
+    for name, p in spec.params.items():
+        value = row.get(f"param:{name}")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if p.choices:
+            value = next((c for c in p.choices if c == value or str(c) == str(value)), value)
+        elif p.type == "int":
+            value = int(value)
+        params[name] = value
+    return params
+
+
+def refit_epochs(max_epochs: int, factor: float) -> int:
+    """Epochs a refit member trains: ``factor`` times the trials' ``max_epochs``, rounded, and
+    never fewer than they had."""
+    return max(max_epochs, round(max_epochs * factor))
+
+
+def refit_config(cfg: TrialConfig, factor: float) -> TrialConfig:
+    """A trial's configuration as the refit trains it (more epochs when ``factor`` > 1, so its
+    checkpoint, saved with fewer, is not reused)."""
+    epochs = refit_epochs(cfg.max_epochs, factor)
+    return cfg if epochs == cfg.max_epochs else cfg.model_copy(update={"max_epochs": epochs})
+
+
+def top_distinct_candidates(
+    exp_dir: Path, spec: SpaceSpec, constants: dict[str, Any], best: BestTrial, k: int
+) -> list[Candidate]:
+    """The winner, then the next best trials (``summary.csv`` order) with configurations not seen
+    yet, up to ``k``; trials that never reported the metric, or ended in an error (whatever they
+    scored before it), are skipped."""
+    summary = pd.read_csv(exp_dir / SUMMARY_FILE, dtype={"trial_id": str})
+    metric_col = f"best_{spec.metric}"
+    summary = summary[summary[metric_col].notna()] if metric_col in summary else summary
+    summary = summary[summary["status"] != ERROR] if "status" in summary else summary
+    factor = spec.refit_epochs_factor
+    winner_cfg = refit_config(replay(spec, best.params, constants), factor)
+    rows = {str(r["trial_id"]): r for _, r in summary.iterrows()}
+    winner_row = rows.get(best.trial_id)
+    chosen = [
+        Candidate(
+            best.trial_id,
+            best.params,
+            winner_cfg,
+            dict(winner_row) if winner_row is not None else {},
+        )
+    ]
+    for trial_id, row in rows.items():
+        if len(chosen) >= k:
+            break
+        params = _row_params(row, spec)
+        cfg = refit_config(replay(spec, params, constants), factor)
+        if all(cfg != c.cfg for c in chosen):
+            chosen.append(Candidate(trial_id, params, cfg, dict(row)))
+    return chosen
+
+
+def _reusable_checkpoint(candidate: Candidate) -> Path | None:
+    row = candidate.row
+    checkpoint = Path(str(row.get("checkpoint") or ""))
+    if row.get("status") != COMPLETED or not (checkpoint / MODEL_FILE).is_file():
+        return None
+    try:
+        saved = TrialConfig(**json.loads((checkpoint / CONFIG_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+    return checkpoint if saved == candidate.cfg else None
+
+
+def _trial_history(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
+    path = exp_dir / HISTORY_FILE
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path, dtype={"trial_id": str})
+    keep = [c for c in frame.columns if not c.startswith("val_class_f1") and c != "arch"]
+    return frame.loc[frame["trial_id"] == trial_id, keep].to_dict("records")
+
+
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` (None: nothing yet) under ``mode`` (``max`` or ``min``)."""
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def train_best_epoch(
+    cfg: TrialConfig,
+    data: TrialData,
+    log: Any,
+    progress: Callable[[int], None] | None = None,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
+) -> tuple[nn.Module, int, list[dict[str, Any]]]:
+    """Train for max_epochs and keep the epoch with the best ``metric`` (the search's, so a
+    retrained member keeps the epoch its trial's checkpoint would have kept)."""
+    best_state: dict[str, Any] | None = None
+    best_value: float | None = None
+    best_epoch, history = 0, []
+    model = None
+    for outcome in run_epochs(cfg, data):
+        m = outcome.metrics
+        history.append({k: v for k, v in m.items() if k != "val_class_f1"})
+        log(
+            f"refit epoch {m['epoch']}/{cfg.max_epochs}: train loss {m['train_loss']:.4f}, "
+            f"val macro F1 {m['val_macro_f1']:.4f}, {metric} {m[metric]:.4f}"
+        )
+        if progress:
+            progress(outcome.epoch)
+        if improves(float(m[metric]), best_value, mode):
+            best_state = copy.deepcopy(outcome.model.state_dict())
+            best_value, best_epoch = float(m[metric]), outcome.epoch
+        model = outcome.model
+    assert model is not None and best_state is not None
+    model.load_state_dict(best_state)
+    return model, best_epoch, history
+
+
+# What ends one member's retraining and may spare the others: a loss that became non-finite
+# (the trial's configuration diverges again), a project error, running out of memory.
+MEMBER_FAILURES = (NonFiniteLossError, HpaTuneError, torch.OutOfMemoryError)
+
+
+def obtain_members(
+    exp_dir: Path,
+    candidates: list[Candidate],
+    data: TrialData,
+    log: Any = print,
+    progress: Progress | None = None,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
+) -> list[Member]:
+    """Reuse or retrain each candidate (keeping its best epoch by the search's ``metric``);
+    ``progress(epochs_done, epochs_total)`` over all of them.
+
+    A member whose retraining fails (``MEMBER_FAILURES``) is skipped with a warning while
+    others remain.
+
+    Raises:
+        HpaTuneError: every member failed (one line per the first failure's trial and reason).
+    """
+    reusable = [_reusable_checkpoint(c) for c in candidates]
+    total = sum(c.cfg.max_epochs for c, r in zip(candidates, reusable, strict=True) if r is None)
+    done = 0
+    members = []
+    failures: list[str] = []
+    for i, (cand, checkpoint) in enumerate(zip(candidates, reusable, strict=True)):
+        if checkpoint is not None:
+            log(
+                f"refit: member {i + 1}/{len(candidates)} reuses trial {cand.trial_id}'s checkpoint"
+            )
+            model, _ = load_checkpoint_model(checkpoint)
+            best_epoch = int(cand.row.get("best_epoch") or cand.cfg.max_epochs)
+            history = _trial_history(exp_dir, cand.trial_id)
+        else:
+            log(
+                f"refit: member {i + 1}/{len(candidates)} retrains trial {cand.trial_id} "
+                f"({cand.cfg.arch}) for {cand.cfg.max_epochs} epochs on the train split"
+            )
+            base = done
+
+            def tick(epoch: int, base: int = base) -> None:
+                if progress:
+                    progress(base + epoch, max(total, 1))
+
+            try:
+                model, best_epoch, history = train_best_epoch(
+                    cand.cfg, data, log, tick, metric, mode
+                )
+            except MEMBER_FAILURES as err:
+                reason = f"retraining trial {cand.trial_id} failed: {_one_line(err)}"
+                failures.append(reason)
+                log(f"warning: refit: member {i + 1}/{len(candidates)} skipped, {reason}")
+                continue
+            finally:
+                done += cand.cfg.max_epochs
+        how = "reused" if checkpoint is not None else "retrained"
+        log(
+            f"refit: member {i + 1}/{len(candidates)} (trial {cand.trial_id}) {how}, "
+            f"best epoch {best_epoch}"
+        )
+        members.append(
+            Member(
+                cand.trial_id,
+                cand.params,
+                cand.cfg,
+                model,
+                best_epoch,
+                history,
+                checkpoint is not None,
+            )
+        )
+    if not members:
+        raise HpaTuneError(f"refit: no member could be trained; {'; '.join(failures)}")
+    return members
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def save_members(out: Path, members: list[Member]) -> list[dict[str, Any]]:
+    """Each member's weights and config under ``out/members/<i>/``; returns their index entries."""
+    entries = []
+    for i, member in enumerate(members):
+        directory = out / "members" / str(i)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(member.model.state_dict(), directory / MODEL_FILE)
+        (directory / CONFIG_FILE).write_text(member.cfg.model_dump_json(indent=2) + "\n")
+        entries.append(
+            {
+                "dir": f"members/{i}",
+                "trial_id": member.trial_id,
+                "params": member.params,
+                "best_epoch": member.best_epoch,
+                "reused_trial_checkpoint": member.reused,
+            }
+        )
+    return entries
