@@ -68,6 +68,15 @@ def test_docs_pages_exist_and_readme_links_them() -> None:
         assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
 
 
+def test_readme_fits_on_a_few_screens_with_the_two_commands_first() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200, "README.md is over 200 lines: move detail into docs/"
+    first_block = re.search(r"^```[^\n]*\n(.*?)^```", readme, flags=re.M | re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make demo", "make test"]
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_relative_link_resolves(page: Path) -> None:
     text = _without_code_blocks(page.read_text(encoding="utf-8"))
