@@ -59,7 +59,7 @@ def predict_probs(
 
 
 def ensemble_mean(
-    member_probs: Sequence[np.ndarray], weights: Sequence[float] | None = None
+    member_probs: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray | None = None
 ) -> np.ndarray:
     """The ensemble's probabilities: the mean of its members' (all of one shape), weighted by
     ``weights`` (normalised; ``None``: equal weights, as in an ``ensemble.json`` without them)."""

@@ -115,7 +115,9 @@ def _candidate_predictors(
         SINGLE: (probs[0].val[False], probs[0].holdout[False]),
         SINGLE_TTA: (probs[0].val[True], probs[0].holdout[True]),
     }
-    ensembles = [(ENSEMBLE, ENSEMBLE_TTA, None)] if len(probs) > 1 else []
+    ensembles: list[tuple[str, str, np.ndarray | None]] = []
+    if len(probs) > 1:
+        ensembles.append((ENSEMBLE, ENSEMBLE_TTA, None))
     if choice.is_ensemble:
         ensembles.append((WEIGHTED, WEIGHTED_TTA, choice.weights))
     for plain, with_tta, weights in ensembles:
