@@ -76,3 +76,11 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
         ensemble_mean([])
     with pytest.raises(ValueError, match="shape"):
         ensemble_mean([probs[0], probs[0][:2]])
+
+
+def test_a_weighted_ensemble_is_the_weighted_mean_and_no_weights_mean_equal_weights():
+    probs = [np.full((2, 3), v) for v in (0.0, 0.3, 0.9)]
+    np.testing.assert_allclose(ensemble_mean(probs, [2, 1, 0]), np.full((2, 3), 0.1))
+    np.testing.assert_allclose(ensemble_mean(probs, None), ensemble_mean(probs, [1, 1, 1]))
+    with pytest.raises(ValueError, match="one non-negative number per member"):
+        ensemble_mean(probs, [1, 1])

@@ -144,19 +144,50 @@ def test_the_refit_holdout_headline_scores_the_labels_predict_writes(searched_ex
 def test_refit_reports_single_ensemble_and_tta_under_every_threshold_method(ensemble_experiment):
     exp_dir, output = ensemble_experiment
     metrics = json.loads((exp_dir / "refit" / "metrics.json").read_text())
-    assert metrics["predictor"] == "ensemble_tta" and len(metrics["members"]) == 3
-    assert set(metrics["predictors"]) == {"single", "single_tta", "ensemble", "ensemble_tta"}
+    assert metrics["predictor"] in {"weighted_tta", "single_tta"}
+    assert len(metrics["candidates"]) == 3
+    assert {"single", "single_tta", "ensemble", "ensemble_tta"} <= set(metrics["predictors"])
     for scores in metrics["predictors"].values():
         assert set(scores["holdout_macro_f1"]) == set(list_threshold_methods())
-    assert "> ensemble_tta" in output and "class_ratio" in output
+    assert f"> {metrics['predictor']}" in output and "class_ratio" in output
 
 
-def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(
+def test_top_k_refit_says_whether_val_chose_a_weighted_ensemble_or_the_winner_alone(
+    ensemble_experiment,
+):
+    exp_dir, output = ensemble_experiment
+    refit = exp_dir / "refit"
+    metrics = json.loads((refit / "metrics.json").read_text())
+    selection = metrics["ensemble_selection"]
+    weights = {m["trial_id"]: m["weight"] for m in _index(refit)["members"]}
+    assert selection["weights"] == pytest.approx(weights)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert metrics["members"] == [t for t in metrics["candidates"] if weights[t] > 0]
+    cv = selection["val_cv_macro_f1"]
+    if selection["chosen"] == "winner_alone":
+        assert metrics["predictor"] == "single_tta" and metrics["members"] == [metrics["trial_id"]]
+        assert (
+            cv["weighted_ensemble"] <= cv["winner_alone"] or "added nothing" in selection["reason"]
+        )
+        assert f"ensemble selection: the winner {metrics['trial_id']} alone" in output
+    else:
+        assert selection["chosen"] == "weighted_ensemble"
+        assert metrics["predictor"] == "weighted_tta" and len(metrics["members"]) >= 2
+        assert cv["weighted_ensemble"] > cv["winner_alone"]
+        assert "weighted_tta" in metrics["predictors"]
+        assert "ensemble selection: weighted ensemble of trials" in output
+
+
+def _index(refit: Path) -> dict:
+    return json.loads((refit / "ensemble.json").read_text())
+
+
+def test_ensemble_refit_probabilities_are_the_weighted_mean_of_its_members_with_tta(
     ensemble_experiment, sample_shards
 ):
     exp_dir, _ = ensemble_experiment
     refit = exp_dir / "refit"
-    index = json.loads((refit / "ensemble.json").read_text())
+    index = _index(refit)
     data = load_trial_data(sample_shards, [32])
     member_probs = []
     for entry in index["members"]:
@@ -167,8 +198,9 @@ def test_ensemble_refit_probabilities_are_the_mean_of_its_members_with_tta(
             )
         )
     saved = np.load(refit / "predictions.npz")
+    weights = [m["weight"] for m in index["members"]]
     np.testing.assert_allclose(
-        saved["val_probs"], np.mean(member_probs, axis=0), rtol=1e-5, atol=1e-6
+        saved["val_probs"], np.average(member_probs, axis=0, weights=weights), rtol=1e-5, atol=1e-6
     )
 
 
@@ -212,17 +244,9 @@ def test_predict_writes_a_valid_kaggle_submission(
         assert labels and all(0 <= label < 28 for label in labels)
 
 
-def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(
-    ensemble_experiment, sample_shards, tmp_path
-):
-    exp_dir, _ = ensemble_experiment
-    refit = exp_dir / "refit"
-    out = tmp_path / "submission.csv"
-    result = CliRunner().invoke(
-        main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    index = json.loads((refit / "ensemble.json").read_text())
+def _expected_submission(refit: Path, sample_shards, weights) -> list[list[int]]:
+    """The labels of the members' test probabilities averaged with ``weights``, computed here."""
+    index = _index(refit)
     test = load_split(sample_shards, "test", 32)
     probs = []
     for entry in index["members"]:
@@ -231,11 +255,44 @@ def test_predict_uses_the_refit_ensemble_its_tta_and_its_thresholds(
         batches = BatchLoader(test, 16, channels=cfg.channels, mean=stats["mean"], std=stats["std"])
         probs.append(predict_probs(model, batches, tta=index["tta"]))
     thresholds = np.asarray(json.loads((refit / "thresholds.json").read_text())["thresholds"])
-    expected = at_least_one_label(np.mean(probs, axis=0), thresholds)
-    rows = _read_submission(out)
-    assert [sorted(int(t) for t in r["Predicted"].split()) for r in rows] == [
-        np.flatnonzero(row).tolist() for row in expected
-    ]
+    expected = at_least_one_label(np.average(probs, axis=0, weights=weights), thresholds)
+    return [np.flatnonzero(row).tolist() for row in expected]
+
+
+def _predicted(refit: Path, sample_shards, out: Path) -> list[list[int]]:
+    result = CliRunner().invoke(
+        main, ["predict", str(refit), "--data", str(sample_shards), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return [sorted(int(t) for t in r["Predicted"].split()) for r in _read_submission(out)]
+
+
+def test_predict_uses_the_refit_ensemble_its_weights_tta_and_thresholds(
+    ensemble_experiment, sample_shards, tmp_path
+):
+    refit = ensemble_experiment[0] / "refit"
+    weights = [m["weight"] for m in _index(refit)["members"]]
+    assert _predicted(refit, sample_shards, tmp_path / "s.csv") == _expected_submission(
+        refit, sample_shards, weights
+    )
+
+
+@pytest.mark.parametrize("weights", [[0.1, 0.0, 0.9], None], ids=["weighted", "old_equal"])
+def test_predict_applies_the_weights_in_ensemble_json_and_old_files_mean_equal_weights(
+    ensemble_experiment, sample_shards, tmp_path, weights
+):
+    refit = tmp_path / "refit"
+    shutil.copytree(ensemble_experiment[0] / "refit", refit)
+    index = _index(refit)
+    for i, entry in enumerate(index["members"]):
+        entry.pop("weight")
+        if weights is not None:
+            entry["weight"] = weights[i]
+    (refit / "ensemble.json").write_text(json.dumps(index))
+    expected = _expected_submission(refit, sample_shards, weights or [1, 1, 1])
+    if weights is not None:  # else this test could not tell weights from an equal mean
+        assert expected != _expected_submission(refit, sample_shards, [1, 1, 1])
+    assert _predicted(refit, sample_shards, tmp_path / "s.csv") == expected
 
 
 def test_refit_command_reruns_from_the_experiment_directory(searched_experiment, search_foreign):

@@ -3,9 +3,10 @@
 
 Microscopy fields have no orientation, so a model's prediction of a rotated or flipped image is
 as good an estimate as of the original; averaging all eight (the dihedral group D4) cancels part
-of the model's orientation-dependent error. An ensemble's probability is the plain mean of its
-members' probabilities; each member reads its own batches (members may differ in image size and
-channels) over the same samples in the same order.
+of the model's orientation-dependent error. An ensemble's probability is the mean of its
+members' probabilities, weighted as the refit chose on val (``scoring.ensemble_selection``);
+each member reads its own batches (members may differ in image size and channels) over the
+same samples in the same order.
 """
 
 from __future__ import annotations
@@ -57,11 +58,20 @@ def predict_probs(
     return np.concatenate(out)
 
 
-def ensemble_mean(member_probs: Sequence[np.ndarray]) -> np.ndarray:
-    """The ensemble's probabilities: the mean of its members' (all of one shape)."""
+def ensemble_mean(
+    member_probs: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
+    """The ensemble's probabilities: the mean of its members' (all of one shape), weighted by
+    ``weights`` (normalised; ``None``: equal weights, as in an ``ensemble.json`` without them)."""
     if not member_probs:
         raise ValueError("an ensemble needs at least one member")
     shapes = {np.shape(p) for p in member_probs}
     if len(shapes) != 1:
         raise ValueError(f"members' probabilities differ in shape: {sorted(shapes)}")
-    return np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in member_probs]), axis=0)
+    w = np.ones(len(member_probs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(member_probs),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(
+            f"weights {list(w)} must be one non-negative number per member, not all zero"
+        )
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in member_probs])
+    return np.tensordot(w / w.sum(), stacked, axes=1)

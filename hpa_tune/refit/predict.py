@@ -126,20 +126,29 @@ def load_test_arrays(
     )
 
 
-def _members(model_dir: Path) -> tuple[list[tuple[Path, dict[str, list[float]] | None]], bool]:
-    """(member directory, its channel stats or None for model_info's) and the TTA flag.
+def _members(
+    model_dir: Path,
+) -> tuple[list[tuple[Path, dict[str, list[float]] | None, float]], bool]:
+    """(member directory, its channel stats or None for model_info's, its weight) of every
+    member with a weight, and the TTA flag.
 
-    A refit directory with ``ensemble.json`` is the ensemble it describes; one without (an older
-    refit, or a bare model directory) is its single model.
+    A refit directory with ``ensemble.json`` is the ensemble it describes: members the refit's
+    selection gave weight 0 are not loaded, and an older ``ensemble.json`` without weights is an
+    equal-weight mean. One without ``ensemble.json`` (an older refit, or a bare model directory)
+    is its single model.
     """
     index_path = model_dir / ENSEMBLE_FILE
     if not index_path.is_file():
-        return [(model_dir, None)], False
+        return [(model_dir, None, 1.0)], False
     index = json.loads(index_path.read_text())
     members = []
     for entry in index["members"]:
+        weight = float(entry.get("weight", 1.0))
+        if weight == 0:
+            continue
         cfg = json.loads((model_dir / entry["dir"] / CONFIG_FILE).read_text())
-        members.append((model_dir / entry["dir"], index["channel_stats"][str(cfg["image_size"])]))
+        stats = index["channel_stats"][str(cfg["image_size"])]
+        members.append((model_dir / entry["dir"], stats, weight))
     return members, bool(index["tta"])
 
 
@@ -147,14 +156,14 @@ def predict_submission(
     model_path: Path, data: str | Path, out: Path, workers: int = 0
 ) -> Submission:
     """Write a Kaggle submission for the test images in ``data`` with what the refit produced
-    (its ensemble members and TTA setting, or a single model) and its thresholds."""
+    (its ensemble members, their weights and TTA setting, or a single model) and its thresholds."""
     model_dir = _model_dir(Path(model_path))
     info = json.loads((model_dir / INFO_FILE).read_text())
     thresholds = np.asarray(json.loads((model_dir / THRESHOLDS_FILE).read_text())["thresholds"])
     members, tta = _members(model_dir)
     member_probs, arrays_by_size = [], {}
     unreadable: list[str] = []
-    for member_dir, stats in members:
+    for member_dir, stats, _ in members:
         model, cfg = load_checkpoint_model(member_dir)
         stats = stats or {"mean": info["mean"], "std": info["std"]}
         if cfg.image_size not in arrays_by_size:
@@ -164,7 +173,7 @@ def predict_submission(
         arrays = arrays_by_size[cfg.image_size]
         model, batches = prediction_batches(model, cfg, arrays, (stats["mean"], stats["std"]))
         member_probs.append(predict_probs(model, batches, tta, prediction_amp(model, cfg)))
-    probs = ensemble_mean(member_probs)
+    probs = ensemble_mean(member_probs, [weight for _, _, weight in members])
     labels = submission_labels(probs, thresholds)  # the rule the refit's metrics score
     fallback = int(np.argmax(info["train_positives"]))
     bad = set(unreadable)

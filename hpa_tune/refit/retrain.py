@@ -1,5 +1,6 @@
 """``hpa-tune refit``: retrain the best configurations, average them (optionally over the 8
-symmetries of each image), choose thresholds on val, and score the holdout.
+symmetries of each image) with members and weights chosen on val (the winner alone unless an
+ensemble beats it there), choose thresholds on val, and score the holdout.
 
 Member training, checkpoint selection and the threshold method all use the val split only; the
 holdout split is touched once, at the end, to score the candidate predictors (single model or
@@ -25,6 +26,7 @@ from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
 from hpa_tune.refit.ensemble import ensemble_mean, predict_probs
 from hpa_tune.refit.members import Member, obtain_members, save_members, top_distinct_candidates
 from hpa_tune.report.tensorboard_events import log_refit, tensorboard_dir
+from hpa_tune.scoring.ensemble_selection import EnsembleChoice, select_ensemble
 from hpa_tune.scoring.metrics import macro_f1
 from hpa_tune.scoring.predictor_scores import (
     DECISION_RULE_RECORD,
@@ -32,6 +34,8 @@ from hpa_tune.scoring.predictor_scores import (
     ENSEMBLE_TTA,
     SINGLE,
     SINGLE_TTA,
+    WEIGHTED,
+    WEIGHTED_TTA,
     PredictorScores,
     predictor_name,
     score_predictor,
@@ -103,20 +107,41 @@ def _member_probs(member: Member, data: TrialData, holdout: SplitArrays) -> _Mem
 
 
 def _candidate_predictors(
-    probs: list[_MemberProbs],
+    probs: list[_MemberProbs], choice: EnsembleChoice
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(val, holdout) probabilities of every candidate predictor; ensembles only for 2+ members."""
+    """(val, holdout) probabilities of every candidate predictor: the winner, the equal-weight
+    mean of all members (2+), and the weighted ensemble when selection on val chose one."""
     out = {
         SINGLE: (probs[0].val[False], probs[0].holdout[False]),
         SINGLE_TTA: (probs[0].val[True], probs[0].holdout[True]),
     }
+    ensembles: list[tuple[str, str, np.ndarray | None]] = []
     if len(probs) > 1:
-        for name, tta in ((ENSEMBLE, False), (ENSEMBLE_TTA, True)):
+        ensembles.append((ENSEMBLE, ENSEMBLE_TTA, None))
+    if choice.is_ensemble:
+        ensembles.append((WEIGHTED, WEIGHTED_TTA, choice.weights))
+    for plain, with_tta, weights in ensembles:
+        for name, tta in ((plain, False), (with_tta, True)):
             out[name] = (
-                ensemble_mean([p.val[tta] for p in probs]),
-                ensemble_mean([p.holdout[tta] for p in probs]),
+                ensemble_mean([p.val[tta] for p in probs], weights),
+                ensemble_mean([p.holdout[tta] for p in probs], weights),
             )
     return out
+
+
+def _select_members(
+    members: list[Member], probs: list[_MemberProbs], val_targets: np.ndarray, tta: bool, log: Any
+) -> EnsembleChoice:
+    """Members' weights chosen on val (``scoring.ensemble_selection``), said in the output."""
+    choice = select_ensemble(val_targets, [p.val[tta] for p in probs], seed=members[0].cfg.seed)
+    if choice.is_ensemble:
+        kept = [
+            f"{m.trial_id} {w:.2f}" for m, w in zip(members, choice.weights, strict=True) if w > 0
+        ]
+        log(f"ensemble selection: weighted ensemble of trials {', '.join(kept)}; {choice.reason}")
+    elif len(members) > 1:
+        log(f"ensemble selection: the winner {members[0].trial_id} alone; {choice.reason}")
+    return choice
 
 
 def _same_samples(data: TrialData, holdouts: dict[int, SplitArrays], sizes: set[int]) -> None:
@@ -178,22 +203,28 @@ def refit(
     val_targets = data.split(first, VAL).labels
     holdout_targets = holdouts[first].labels
     train_rates = data.train_positives / max(data.n_train, 1)
+    # Members and weights chosen on val; the winner alone unless an ensemble beats it there.
+    choice = _select_members(members, probs, val_targets, tta, log)
+    predictors = _candidate_predictors(probs, choice)
     scores = {
         name: score_predictor(val_targets, v, holdout_targets, h, train_rates, members[0].cfg.seed)
-        for name, (v, h) in _candidate_predictors(probs).items()
+        for name, (v, h) in predictors.items()
     }
-    final_name = predictor_name(len(members) > 1, tta)
+    final_name = predictor_name(choice.is_ensemble, tta)
     final = scores[final_name]
-    final_val, final_holdout = _candidate_predictors(probs)[final_name]
+    final_val, final_holdout = predictors[final_name]
     metrics = _metrics(
         members, final_name, final, scores, data, val_targets, final_val, holdout_targets
     )
+    metrics["members"] = [m.trial_id for m, w in zip(members, choice.weights, strict=True) if w > 0]
+    metrics["candidates"] = [m.trial_id for m in members]
+    metrics["ensemble_selection"] = choice.record(metrics["candidates"])
     metrics["holdout_samples"] = len(holdout_targets)
     metrics["trivial_holdout_macro_f1"] = trivial_baselines(
         data.split(first, TRAIN).labels, holdout_targets, members[0].cfg.seed
     )
     out = exp_dir / REFIT_DIR
-    _write_refit(out, members, data, final_name, final, metrics, tta, node_id)
+    _write_refit(out, members, data, final_name, final, metrics, tta, node_id, choice.weights)
     np.savez_compressed(
         out / PREDICTIONS_FILE,
         val_probs=final_val,
@@ -266,7 +297,8 @@ def _write_refit(
     final: PredictorScores,
     metrics: dict[str, Any],
     tta: bool,
-    node_id: str | None = None,
+    node_id: str | None,
+    weights: np.ndarray,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     winner = members[0]
@@ -274,12 +306,10 @@ def _write_refit(
     torch.save(winner.model.state_dict(), out / MODEL_FILE)
     (out / CONFIG_FILE).write_text(winner.cfg.model_dump_json(indent=2) + "\n")
     stats = {str(s): {"mean": m, "std": d} for s, (m, d) in data.channel_stats.items()}
-    ensemble = {
-        "predictor": final_name,
-        "tta": tta,
-        "members": save_members(out, members),
-        "channel_stats": stats,
-    }
+    entries = save_members(out, members)
+    for entry, weight in zip(entries, weights, strict=True):
+        entry["weight"] = float(weight)  # predict's weighted mean; 0: trained, not used
+    ensemble = {"predictor": final_name, "tta": tta, "members": entries, "channel_stats": stats}
     (out / ENSEMBLE_FILE).write_text(json.dumps(ensemble, indent=2) + "\n")
     thresholds = {
         "thresholds": [float(t) for t in final.thresholds],

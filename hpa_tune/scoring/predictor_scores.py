@@ -1,5 +1,5 @@
-"""Scores of the refit's candidate predictors (single model or ensemble, with or without TTA)
-under every threshold method, and the threshold method each predictor uses.
+"""Scores of the refit's candidate predictors (single model, equal or val-weighted ensemble, with
+or without TTA) under every threshold method, and the threshold method each predictor uses.
 
 Pure functions over arrays. The threshold method is chosen from val alone (cross-validated
 within val, see ``threshold_methods.choose_method``); holdout labels are only ever scored, so
@@ -52,11 +52,14 @@ def _rule_f1(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> 
 
 
 SINGLE, SINGLE_TTA, ENSEMBLE, ENSEMBLE_TTA = "single", "single_tta", "ensemble", "ensemble_tta"
+# The members weighted as selected on val (``ensemble_selection``); "ensemble" is the equal mean.
+WEIGHTED, WEIGHTED_TTA = "weighted", "weighted_tta"
 
 
 def predictor_name(ensemble: bool, tta: bool) -> str:
-    """The name of the predictor a refit with these options produces."""
-    return (ENSEMBLE if ensemble else SINGLE) + ("_tta" if tta else "")
+    """The name of the predictor a refit produces: the winner alone, or the weighted ensemble
+    that selection on val chose."""
+    return (WEIGHTED if ensemble else SINGLE) + ("_tta" if tta else "")
 
 
 @dataclass(frozen=True)
