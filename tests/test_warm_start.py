@@ -223,3 +223,44 @@ def test_warm_start_from_another_metric_exits_2(searched_experiment, tmp_path):
     assert result.exit_code == 2
     assert "maximises val_macro_f1, this space minimises val_loss" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_earlier_experiment_on_object_storage_reads_as_a_local_one(
+    searched_experiment, s3_endpoint
+):
+    import boto3
+
+    from hpa_tune.search.warm_start import read_earlier
+    from hpa_tune.storage import filesystems as storage
+
+    exp, _ = searched_experiment
+    boto3.client("s3").create_bucket(Bucket="warm-start")
+    for name in ("run.json", "space.yaml", "best.json", "optuna.journal"):
+        storage.write_bytes(f"s3://warm-start/runs/t/{name}", (exp / name).read_bytes())
+    remote, local = read_earlier("s3://warm-start/runs/t"), read_earlier(str(exp))
+    assert remote.location == "s3://warm-start/runs/t"
+    assert [t.params for t in remote.trials] == [t.params for t in local.trials]
+    assert remote.best == local.best and (remote.metric, remote.mode) == (local.metric, local.mode)
+    with pytest.raises(HpaTuneError, match=r"s3://warm-start/nothing: no run\.json"):
+        read_earlier("s3://warm-start/nothing")
+
+
+def test_the_new_study_holds_the_carried_trials_before_its_own():
+    warm = plan_warm_start([_earlier([_trial(GOOD), _trial(GOOD)])], _space(), {})
+    storage = optuna.storages.InMemoryStorage()
+    warm.start_study(storage, "new", "min")
+    study = optuna.load_study(study_name="new", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert len(study.trials) == 2 and study.ask().number == 2
+
+
+def test_status_leaves_carried_trials_out_of_the_search_it_shows():
+    from hpa_tune.report.experiment_status import state_from_study
+
+    warm = plan_warm_start([_earlier([_trial(GOOD)])], _space(), {})
+    study = warm.start_study(optuna.storages.InMemoryStorage(), "new", "max")
+    own = study.ask()
+    own.set_user_attr("trial_id", "own")
+    study.tell(own, 0.1)
+    state = state_from_study(study.trials, num_samples=2, max_epochs=2, mode="max")
+    assert list(state.trials) == ["own"]

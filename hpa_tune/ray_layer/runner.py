@@ -280,10 +280,7 @@ def _searcher(plan: RunPlan) -> Any:
     journal = journal_storage(_state_dir(plan))
     study_name = plan.record.study_name or plan.exp_dir.name
     if plan.warm_start is not None:  # carried trials first: the new trials are numbered after them
-        direction = "maximize" if plan.spec.mode == "max" else "minimize"
-        plan.warm_start.add_to(
-            optuna.create_study(storage=journal, study_name=study_name, direction=direction)
-        )
+        plan.warm_start.start_study(journal, study_name, plan.spec.mode)
     return TruthfulOptunaSearch(
         max_epochs=plan.record.max_epochs,
         storage=journal,

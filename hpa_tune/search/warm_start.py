@@ -37,6 +37,8 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpa_tune.errors import HpaTuneError
@@ -45,6 +47,7 @@ from hpa_tune.search.experiment import (
     RUN_FILE,
     SPACE_FILE,
     BestTrial,
+    absolute_location,
     read_best,
     read_run,
 )
@@ -147,6 +150,14 @@ class WarmStart:
         """Add the carried trials to ``study`` (before its first new trial)."""
         for trial in self.trials:
             study.add_trial(trial)
+
+    def start_study(self, storage: BaseStorage, study_name: str, mode: str) -> optuna.Study:
+        """Create the new study in ``storage`` holding the carried trials, so that its own
+        trials (the searcher loads it) are numbered after them."""
+        direction = StudyDirection.MAXIMIZE if mode == "max" else StudyDirection.MINIMIZE
+        study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
+        self.add_to(study)
+        return study
 
 
 def check_same_objective(earlier: EarlierStudy, spec: SpaceSpec) -> None:
@@ -293,7 +304,7 @@ def read_earlier(location: str) -> EarlierStudy:
     Raises:
         HpaTuneError: ``location`` holds no experiment (no ``run.json``), naming it.
     """
-    text = storage.location_arg(location)
+    text = absolute_location(storage.location_arg(location))  # run.json names it from anywhere
     if not storage.is_remote(text):
         return _read_local(text, Path(text))
     with tempfile.TemporaryDirectory(prefix="hpa-warm-") as tmp:
