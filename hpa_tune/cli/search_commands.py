@@ -99,6 +99,16 @@ def _progress(requested: str, quiet: bool) -> str:
     help="Override a fixed value (repeatable).",
 )
 @click.option("--no-refit", is_flag=True, help="Skip retraining the winner and tuning thresholds.")
+@click.option(
+    "--warm-start",
+    "warm_start",
+    multiple=True,
+    metavar="EXP",
+    help="Start from earlier experiments (a directory, s3://... or gs://...; repeatable): their "
+    "finished trials join the new study for the parameters the spaces share (a trial with a "
+    "value outside the new space is skipped, a parameter the new space lacks dropped, each "
+    "with a note) and the first trial is their winner. Same metric and mode only.",
+)
 @progress_options
 def run(
     space: Path,
@@ -115,6 +125,7 @@ def run(
     seed: int,
     overrides: tuple[str, ...],
     no_refit: bool,
+    warm_start: tuple[str, ...],
     progress: str,
     quiet: bool,
 ) -> None:
@@ -126,12 +137,20 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --gpus-per-trial 1
       hpa-tune run search_spaces/resnet_space.yaml --data ~/hpa-shards --set image_size=64
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
+      hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --set image_size=224 \\
+          --warm-start results/densenet_space-64px    # continue a cheap 64 px study
     """
     from hpa_tune.search.space import load_space
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
-    from hpa_tune.ray_layer.runner import RunOptions, check_run_data, plan_run, run_search
+    from hpa_tune.ray_layer.runner import (
+        RunOptions,
+        check_run_data,
+        plan_run,
+        run_search,
+        warm_started,
+    )
     from hpa_tune.search.experiment import check_new_experiment, check_storage
     from hpa_tune.storage.driver_claim import driver_claim
     from hpa_tune.storage.staging import check_new_remote, local_experiment
@@ -156,6 +175,7 @@ def run(
     # Every value is checked before any work (rendering the sample, loading data, starting Ray).
     check_storage(storage)
     plan = plan_run(options, data_dir or Path("<built-in sample>"), builtin)
+    warm = _warm_start(warm_start, plan) if warm_start else None
     # One driver per experiment, held until the command ends (the refit included): a second
     # run with this --name, started a moment later, stops here naming this one.
     click.get_current_context().with_resource(driver_claim(plan.location, "run"))
@@ -179,6 +199,7 @@ def run(
         data_dir = str(sample)
     assert data_dir is not None
     plan = plan_run(options, data_dir, builtin)
+    plan = warm_started(plan, warm) if warm is not None else plan
     rec = plan.record
     check_run_data(rec)  # an image size not prepared, an unusable shard cache: before any output
     click.echo(
@@ -198,6 +219,13 @@ def run(
             bar=options.progress == "live",
         )
     click.echo(f"experiment: {plan.location}")
+
+
+def _warm_start(locations: tuple[str, ...], plan: Any) -> Any:
+    """The earlier studies' trials and winner for ``plan`` (``search.warm_start``), notes printed."""
+    from hpa_tune.search.warm_start import load_warm_start
+
+    return load_warm_start(locations, plan.spec, plan.record.constants, log=click.echo)
 
 
 def _claim_experiment(experiment_dir: str, command: str) -> None:

@@ -58,6 +58,7 @@ from hpa_tune.search.trial_table import (
     never_reported,
     summary_frame,
 )
+from hpa_tune.search.warm_start import WarmStart
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.staging import StagedPath, staging_dir
 from hpa_tune.train.config import TrialConfig
@@ -94,6 +95,14 @@ class RunPlan:
     exp_dir: Path  # local: the experiment itself, or the staging copy of ``location``
     max_concurrent: int | None
     location: str = ""  # where the experiment lives: a local path or an s3:// / gs:// URI
+    warm_start: WarmStart | None = None  # earlier trials the study starts with (--warm-start)
+
+
+def warm_started(plan: RunPlan, warm: WarmStart) -> RunPlan:
+    """``plan`` starting from earlier studies: their trials join its study first, their winner is
+    its first trial, and ``run.json`` records both (``search.warm_start``)."""
+    record = replace(plan.record, **warm.record_fields())
+    return replace(plan, spec=warm.start_space(plan.spec), record=record, warm_start=warm)
 
 
 def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) -> RunPlan:
@@ -268,10 +277,14 @@ def _searcher(plan: RunPlan) -> Any:
     sampler = tpe_sampler(
         s, plan.record.seed, plan.record.num_samples, len(plan.spec.points_to_evaluate)
     )
+    journal = journal_storage(_state_dir(plan))
+    study_name = plan.record.study_name or plan.exp_dir.name
+    if plan.warm_start is not None:  # carried trials first: the new trials are numbered after them
+        plan.warm_start.start_study(journal, study_name, plan.spec.mode)
     return TruthfulOptunaSearch(
         max_epochs=plan.record.max_epochs,
-        storage=journal_storage(_state_dir(plan)),
-        study_name=plan.record.study_name or plan.exp_dir.name,
+        storage=journal,
+        study_name=study_name,
         space=define_by_run(plan.spec, plan.record.constants),
         metric=plan.spec.metric,
         mode=plan.spec.mode,

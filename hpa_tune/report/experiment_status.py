@@ -90,10 +90,15 @@ def state_from_study(
     """The trials of a search, from its Optuna study's trials (``FrozenTrial``s), in order.
 
     A trial's id is the Ray trial id the searcher recorded (``user_attrs["trial_id"]``), its
-    epoch the last one with a metric, its best the best of them under ``mode``.
+    epoch the last one with a metric, its best the best of them under ``mode``. Trials carried
+    from earlier studies (``--warm-start``) are not this search's and are left out.
     """
+    from hpa_tune.search.warm_start import FROM_EXPERIMENT_ATTR
+
     state = SearchState(num_samples, max_epochs)
     for trial in sorted(trials, key=lambda t: t.number):
+        if FROM_EXPERIMENT_ATTR in trial.user_attrs:
+            continue  # carried from an earlier study (--warm-start): not a trial of this search
         values = {int(k): v for k, v in trial.intermediate_values.items() if _finite(v) is not None}
         last = max(values, default=0)
         best = (max if mode == "max" else min)(values.values()) if values else None

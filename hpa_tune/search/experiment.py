@@ -57,6 +57,12 @@ class RunRecord:
     overrides: dict[str, Any] = field(default_factory=dict)
     study_name: str = ""  # the Optuna study in optuna.journal ("" in runs made before it existed)
     max_failures: int = 2  # retries of a trial whose process died, from its last checkpoint
+    # --warm-start (search.warm_start): the earlier experiments, how many of their trials the
+    # study began with, and where its first trial's parameters came from (experiment, trial_id,
+    # metric, value, params); empty in runs without a warm start or made before it existed.
+    warm_start_from: list[str] = field(default_factory=list)
+    warm_start_trials: int = 0
+    start_point_from: dict[str, Any] | None = None
 
 
 @dataclass
