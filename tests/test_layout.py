@@ -36,11 +36,7 @@ RANKS = {
 }
 
 # Imports that still run up the layers, each to be removed by the change named beside it.
-UPWARD_ALLOWED = {
-    # The packing check (a search space's configurations vs a GPU) belongs to run planning in
-    # search/; gpu_memory should only estimate one configuration (issue 17, gpu_memory knot).
-    ("hpa_tune.train.gpu_memory", "hpa_tune.search.space"),
-}
+UPWARD_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

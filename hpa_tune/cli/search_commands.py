@@ -131,8 +131,9 @@ def run(
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
-    from hpa_tune.ray_layer.runner import RunOptions, check_run_data, plan_run, run_search
+    from hpa_tune.ray_layer.runner import run_search
     from hpa_tune.search.experiment import check_new_experiment, check_storage
+    from hpa_tune.search.planning import RunOptions, check_run_data, plan_run
     from hpa_tune.storage.driver_claim import driver_claim
     from hpa_tune.storage.staging import check_new_remote, local_experiment
 
@@ -215,7 +216,7 @@ def _claim_experiment(experiment_dir: str, command: str) -> None:
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.ray_layer.runner import budget_note, write_results
+    from hpa_tune.search.results import budget_note, write_results
 
     note = budget_note(records)
     if note:  # said first: it is also why the search may have no winner

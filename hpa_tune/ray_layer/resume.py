@@ -16,7 +16,6 @@ from typing import Any
 
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.ray_layer.runner import (
-    RunPlan,
     _init_ray,
     _quiet_tune,
     fit_and_collect,
@@ -25,6 +24,7 @@ from hpa_tune.ray_layer.runner import (
     tune_trainable,
 )
 from hpa_tune.search.experiment import REFIT_DIR, REFIT_METRICS_FILE, SUMMARY_FILE, read_run
+from hpa_tune.search.planning import RunPlan
 from hpa_tune.search.trial_table import TrialRecord
 from hpa_tune.storage import filesystems as storage
 
