@@ -159,3 +159,25 @@ def test_search_and_scoring_do_not_load_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_experiment_file_names_are_defined_in_one_module():
+    """Each file name of an experiment (``summary.csv``, ``refit/``, ``.driver``, ...) is a constant
+    of ``hpa_tune.experiment_files`` and no other module's."""
+    import hpa_tune.experiment_files as files
+
+    names = {v for k, v in vars(files).items() if k.isupper() and isinstance(v, str)}
+    assert "summary.csv" in names and ".driver" in names
+    elsewhere = set()
+    for name, path in MODULES.items():
+        if name == files.__name__:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            values = []
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                value = node.value
+                values = value.elts if isinstance(value, ast.Tuple) else [value]
+            for v in values:
+                if isinstance(v, ast.Constant) and v.value in names:
+                    elsewhere.add((name, v.value))
+    assert elsewhere == set()

@@ -245,8 +245,8 @@ def _refit_and_print(
     Ray task with the trials' resources (a GPU worker on a cluster); ``bar``: a progress bar of
     its epochs (else its log lines alone)."""
     from hpa_tune.ray_layer.remote_refit import refit_on_ray
-    from hpa_tune.refit.evaluation import score_trials
     from hpa_tune.refit.retrain import refit as run_refit
+    from hpa_tune.refit.trial_scores import score_trials
     from hpa_tune.storage.staging import local_experiment
 
     epochs, update = progress_bar("refit epochs", bar)

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import TRIAL_PREFIX
 from hpa_tune.ray_layer.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.ray_layer.faults import SearchInterrupted, watch_ctrl_c
 from hpa_tune.ray_layer.session import record_local_session
@@ -68,7 +69,8 @@ def _trial_resources(rec: RunRecord) -> TrialResources:
 
 
 def _scheduler(plan: RunPlan) -> Any:
-    from hpa_tune.ray_layer.asha_state import ASHA_STATE_FILE, PersistentASHA
+    from hpa_tune.experiment_files import ASHA_STATE_FILE
+    from hpa_tune.ray_layer.asha_state import PersistentASHA
 
     s = plan.spec.scheduler
     if s.type == "fifo":
@@ -137,7 +139,7 @@ def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
             num_samples=rec.num_samples,
             max_concurrent_trials=plan.max_concurrent,
             time_budget_s=rec.time_budget_s,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"{TRIAL_PREFIX}{trial.trial_id}",
             reuse_actors=True,  # a new worker process per trial costs seconds (BENCHMARKS.md 5.1)
         ),
         run_config=tune.RunConfig(
@@ -263,7 +265,7 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     history = list({h.get("epoch"): h for h in history}.values())
     checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
     return TrialRecord(
-        trial_id=Path(result.path).name.removeprefix("trial_"),
+        trial_id=Path(result.path).name.removeprefix(TRIAL_PREFIX),
         params=params,
         arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
         history=history,

@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from hpa_tune.errors import HpaTuneError, NotRetryableError
+from hpa_tune.experiment_files import BEST_SO_FAR_FILE
 from hpa_tune.ray_layer.faults import fail_fast_on_retry
 from hpa_tune.search.space import SpaceSpec, resolve_config, split_trial_config
 from hpa_tune.search.trial_table import checkpoint_rank
-from hpa_tune.train.trainable import load_trial_data, train_trial
+from hpa_tune.train.trainable import train_trial
+from hpa_tune.train.trial_data import load_trial_data
 
 
 # The name is part of a saved experiment: Ray records it in ``tuner.pkl`` and ``Tuner.restore``
@@ -80,7 +82,6 @@ def _tune_trainable(
 # one it keeps is the epoch summary.csv names, also on ties; the trial's best score so far
 # travels in each checkpoint for a restore.
 CHECKPOINT_RANK = "checkpoint_rank"
-BEST_SO_FAR_FILE = "best_so_far.json"
 
 
 def _read_best_so_far(restore_dir: str | None) -> float | None:

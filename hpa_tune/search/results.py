@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.search.experiment import HISTORY_FILE, SUMMARY_FILE, BestTrial, write_best
+from hpa_tune.experiment_files import HISTORY_FILE, SUMMARY_FILE
+from hpa_tune.search.experiment import BestTrial, write_best
 from hpa_tune.search.planning import RunPlan
 from hpa_tune.search.space import resolve_config
 from hpa_tune.search.trial_table import (
