@@ -181,3 +181,8 @@ def test_experiment_file_names_are_defined_in_one_module():
                 if isinstance(v, ast.Constant) and v.value in names:
                     elsewhere.add((name, v.value))
     assert elsewhere == set()
+
+
+def test_the_tensorboard_writer_does_not_import_the_data_loader():
+    """Channel names are the classes module's (``classes.channel_indices``), not a torch loader's."""
+    assert "hpa_tune.data.loader" not in _imports("hpa_tune.report.tensorboard_events")
