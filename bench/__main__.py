@@ -96,7 +96,7 @@ def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> 
     from dataclasses import replace
 
     from hpa_tune.data.builtin_sample.prepared import ensure_builtin_sample
-    from hpa_tune.ray_layer.runner import RunOptions, plan_run
+    from hpa_tune.search.planning import RunOptions, plan_run
     from hpa_tune.search.space import SchedulerSpec
 
     shards = ensure_builtin_sample()

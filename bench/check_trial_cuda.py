@@ -27,9 +27,11 @@ from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.splits import HOLDOUT
 from hpa_tune.scoring.metrics import macro_f1, per_class_f1
 from hpa_tune.scoring.thresholds import ClassThresholds
+from hpa_tune.train.build import build_loss
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import predict
-from hpa_tune.train.trainable import build_loss, load_trial_data, run_epochs
+from hpa_tune.train.trainable import run_epochs
+from hpa_tune.train.trial_data import load_trial_data
 
 
 def main() -> int:

@@ -85,12 +85,12 @@ def measure_arch(
 
     ``device="cpu"`` runs the same code without the CUDA-only figures (a smoke test of the bench).
     """
+    from hpa_tune.train.build import build_model
     from hpa_tune.train.config import TrialConfig
     from hpa_tune.train.engine import build_optimizer, predict, train_one_epoch
     from hpa_tune.train.fast_path import prepare_model, resolve_fast_path, trial_loaders
     from hpa_tune.train.gpu_memory import CUDA_CONTEXT_BYTES, estimate_trial_peak
     from hpa_tune.train.losses import create_loss
-    from hpa_tune.train.trainable import build_model
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -163,11 +163,11 @@ def measure_throughput(full: bool) -> dict[str, Any]:
 
 def _packed_worker(seconds: float) -> None:
     """One packed trial's inner loop (baseline_cnn, 64 px, fast path); prints images/s."""
+    from hpa_tune.train.build import build_model
     from hpa_tune.train.config import TrialConfig
     from hpa_tune.train.engine import build_optimizer, train_one_epoch
     from hpa_tune.train.fast_path import prepare_model, resolve_fast_path, trial_loaders
     from hpa_tune.train.losses import create_loss
-    from hpa_tune.train.trainable import build_model
 
     device = torch.device("cuda")
     cfg = TrialConfig(image_size=64, batch_size=128, fast_path="on")

@@ -147,7 +147,8 @@ def _trial(config: dict[str, Any], spec: Any, data_uri: str) -> None:
     from ray import tune
 
     from hpa_tune.search.space import resolve_config, split_trial_config
-    from hpa_tune.train.trainable import load_trial_data, train_trial
+    from hpa_tune.train.trainable import train_trial
+    from hpa_tune.train.trial_data import load_trial_data
 
     params, constants = split_trial_config(spec, config)
     torch.set_num_threads(1)

@@ -16,6 +16,13 @@ CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 CHANNEL_SETS: dict[str, tuple[str, ...]] = {"rgb": CHANNELS[:3], "rgby": CHANNELS}
 
 
+def channel_indices(channels: str) -> list[int]:
+    """Indices into CHANNELS for a channel set name (``rgb`` or ``rgby``)."""
+    if channels not in CHANNEL_SETS:
+        raise ValueError(f"unknown channels {channels!r}; expected one of {sorted(CHANNEL_SETS)}")
+    return [CHANNELS.index(c) for c in CHANNEL_SETS[channels]]
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """One localisation class as listed in the Kaggle competition."""

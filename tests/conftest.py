@@ -454,8 +454,8 @@ def tied_experiment(ray_runtime, sample_shards, tmp_path_factory):
     through the CLI. Returns (experiment directory, CLI output); shared read-only."""
     import torch
 
+    from hpa_tune.train.build import build_model
     from hpa_tune.train.config import TrialConfig
-    from hpa_tune.train.trainable import build_model
 
     root = tmp_path_factory.mktemp("tied")
     weights = root / "weights.pth"

@@ -14,7 +14,8 @@ from hpa_tune.data.device_loader import (
     dihedral_on_device,
     epoch_plan,
 )
-from hpa_tune.data.loader import BatchLoader, SplitArrays, _dihedral, _symmetry
+from hpa_tune.data.loader import BatchLoader, SplitArrays
+from hpa_tune.data.symmetry import dihedral, dihedral_per_sample
 
 FAST_LOADERS = [DeviceArrayLoader, PinnedPrefetchLoader]
 # CUDA cases run only where a GPU is present (a GPU session: pytest tests/test_device_loader.py).
@@ -95,10 +96,10 @@ def test_on_device_augmentation_equals_the_host_augmentation_for_the_same_codes(
     x = torch.randint(0, 256, (24, 3, 9, 9), dtype=torch.uint8)
     codes = torch.arange(24) % 8
     on_device = dihedral_on_device(x.to(device), codes.to(device))
-    assert torch.equal(on_device.cpu(), _dihedral(x, codes))
+    assert torch.equal(on_device.cpu(), dihedral_per_sample(x, codes))
     for code in range(8):
         same = torch.full((3,), code)
-        assert torch.equal(dihedral_on_device(x[:3], same), _symmetry(x[:3], code))
+        assert torch.equal(dihedral_on_device(x[:3], same), dihedral(x[:3], code))
 
 
 def test_the_eight_codes_give_eight_different_symmetries():

@@ -17,9 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from hpa_tune.cli import main
+from hpa_tune.experiment_files import CLAIM_DIR
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.driver_claim import (
-    CLAIM_DIR,
     DriverClaim,
     ExperimentBusy,
     acquire,

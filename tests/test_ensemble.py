@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpa_tune.refit.ensemble import dihedral, ensemble_mean, predict_probs
+from hpa_tune.data.symmetry import dihedral
+from hpa_tune.refit.ensemble import ensemble_mean, predict_probs
 
 
 def _batches(n=10, size=8, batch=4, seed=0):

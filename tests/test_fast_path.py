@@ -12,6 +12,7 @@ import torch
 from hpa_tune.data.device_loader import DeviceArrayLoader, PinnedPrefetchLoader
 from hpa_tune.data.loader import BatchLoader
 from hpa_tune.data.splits import TRAIN, VAL
+from hpa_tune.train.build import build_loss, build_model
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import build_optimizer, predict, train_one_epoch
 from hpa_tune.train.fast_path import (
@@ -22,7 +23,7 @@ from hpa_tune.train.fast_path import (
     resolve_fast_path,
     trial_loaders,
 )
-from hpa_tune.train.trainable import build_loss, build_model, run_epochs
+from hpa_tune.train.trainable import run_epochs
 
 CPU = torch.device("cpu")
 DEVICES = [
@@ -33,7 +34,7 @@ DEVICES = [
 
 @pytest.fixture(scope="module")
 def trial_data(sample_shards):
-    from hpa_tune.train.trainable import load_trial_data
+    from hpa_tune.train.trial_data import load_trial_data
 
     return load_trial_data(sample_shards, [32])
 

@@ -36,11 +36,7 @@ RANKS = {
 }
 
 # Imports that still run up the layers, each to be removed by the change named beside it.
-UPWARD_ALLOWED = {
-    # The packing check (a search space's configurations vs a GPU) belongs to run planning in
-    # search/; gpu_memory should only estimate one configuration (issue 17, gpu_memory knot).
-    ("hpa_tune.train.gpu_memory", "hpa_tune.search.space"),
-}
+UPWARD_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -163,3 +159,30 @@ def test_search_and_scoring_do_not_load_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_experiment_file_names_are_defined_in_one_module():
+    """Each file name of an experiment (``summary.csv``, ``refit/``, ``.driver``, ...) is a constant
+    of ``hpa_tune.experiment_files`` and no other module's."""
+    import hpa_tune.experiment_files as files
+
+    names = {v for k, v in vars(files).items() if k.isupper() and isinstance(v, str)}
+    assert "summary.csv" in names and ".driver" in names
+    elsewhere = set()
+    for name, path in MODULES.items():
+        if name == files.__name__:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            values = []
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                value = node.value
+                values = value.elts if isinstance(value, ast.Tuple) else [value]
+            for v in values:
+                if isinstance(v, ast.Constant) and v.value in names:
+                    elsewhere.add((name, v.value))
+    assert elsewhere == set()
+
+
+def test_the_tensorboard_writer_does_not_import_the_data_loader():
+    """Channel names are the classes module's (``classes.channel_indices``), not a torch loader's."""
+    assert "hpa_tune.data.loader" not in _imports("hpa_tune.report.tensorboard_events")

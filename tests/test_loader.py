@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from hpa_tune.classes import channel_indices
 from hpa_tune.data import loader as loader_module
-from hpa_tune.data.loader import BatchLoader, SplitArrays, channel_indices, load_split
+from hpa_tune.data.loader import BatchLoader, SplitArrays, load_split
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.errors import HpaTuneError

@@ -38,7 +38,7 @@ def test_a_split_is_decoded_once_then_every_reader_maps_the_same_file(sample_sha
 def _trial_process(data: str, cache_dir: str, barrier, queue) -> None:
     """What a trial does with its data: load train + val at its size through the node cache."""
     os.environ["HPA_TUNE_SHARD_CACHE"] = cache_dir
-    from hpa_tune.train.trainable import load_trial_data
+    from hpa_tune.train.trial_data import load_trial_data
 
     barrier.wait()  # both "trials" ask for the data at the same moment
     data_ = load_trial_data(data, [32])

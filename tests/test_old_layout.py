@@ -72,6 +72,9 @@ def test_old_experiment_refits(old_experiment: Path):
 def test_old_experiment_resumes(ray_runtime, old_experiment: Path):
     """Ray unpickles ``tuner.pkl`` and the searcher state (classes at their old module paths):
     both trials were finished, so they are kept and the search ends as it was."""
+    # As a driver that died before writing the results would have left it: a finished search
+    # (summary.csv written) is left as it is by resume, without restoring anything.
+    (old_experiment / "summary.csv").unlink()
     output = _invoke("resume", str(old_experiment), "--no-refit")
     assert f"best: trial {WINNER}" in output
     summary = pd.read_csv(old_experiment / "summary.csv")

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from hpa_tune.cli import main
 from hpa_tune.data.loader import BatchLoader, load_split
 from hpa_tune.refit.ensemble import predict_probs
-from hpa_tune.refit.evaluation import load_checkpoint_model
 from hpa_tune.scoring.metrics import macro_f1
 from hpa_tune.scoring.thresholds import at_least_one_label, list_threshold_methods
-from hpa_tune.train.trainable import load_trial_data, make_loader
+from hpa_tune.train.checkpoint import load_checkpoint_model
+from hpa_tune.train.trainable import make_loader
+from hpa_tune.train.trial_data import load_trial_data
 from tests.conftest import SEARCH_SPACE
 
 pytestmark = pytest.mark.ray

@@ -5,14 +5,10 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+from hpa_tune.experiment_files import MODEL_FILE, STATE_FILE
 from hpa_tune.train.config import TrialConfig
-from hpa_tune.train.trainable import (
-    MODEL_FILE,
-    STATE_FILE,
-    load_trial_data,
-    run_epochs,
-    train_trial,
-)
+from hpa_tune.train.trainable import run_epochs, train_trial
+from hpa_tune.train.trial_data import load_trial_data
 
 CFG = TrialConfig(arch="baseline_cnn", image_size=32, max_epochs=2, batch_size=32, lr=3e-3)
 
@@ -70,7 +66,7 @@ def test_val_macro_f1_global_is_the_best_single_threshold_over_every_val_sample(
 
 
 def test_resuming_from_a_checkpoint_continues_at_the_next_epoch(data, tmp_path):
-    from hpa_tune.train.trainable import save_checkpoint
+    from hpa_tune.train.checkpoint import save_checkpoint
 
     first = next(run_epochs(CFG, data))
     save_checkpoint(tmp_path, CFG, first)

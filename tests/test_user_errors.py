@@ -15,8 +15,8 @@ from hpa_tune.cli import main
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.models import create_model
 from hpa_tune.models.pretrained import PretrainedWeightsNotFoundError
-from hpa_tune.ray_layer.runner import RunOptions, plan_run
 from hpa_tune.search.experiment import RunRecord, write_run
+from hpa_tune.search.planning import RunOptions, plan_run
 from hpa_tune.search.space import parse_space
 from tests.conftest import SEARCH_SPACE
 

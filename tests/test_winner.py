@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from hpa_tune.cli import main
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.ray_layer.runner import RunOptions, pick_best, plan_run, write_results
 from hpa_tune.search.experiment import write_run
+from hpa_tune.search.planning import RunOptions, plan_run
+from hpa_tune.search.results import pick_best, write_results
 from hpa_tune.search.trial_table import (
     TrialRecord,
     best_report_index,

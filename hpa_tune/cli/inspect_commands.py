@@ -137,11 +137,12 @@ def tensorboard_cmd(experiment_dir: str, port: int, host: str) -> None:
     """
     import time
 
+    from hpa_tune.experiment_files import TENSORBOARD_DIR
     from hpa_tune.report.tensorboard_events import launch_server
     from hpa_tune.storage.staging import local_experiment
 
     with local_experiment(
-        experiment_dir, upload=False, only=("tensorboard/",), keep=True
+        experiment_dir, upload=False, only=(f"{TENSORBOARD_DIR}/",), keep=True
     ) as exp_dir:
         url = launch_server(exp_dir, host=host, port=port)
     click.echo(f"TensorBoard at {url} (Ctrl-C to stop)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -144,14 +143,9 @@ def run(
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
-    from hpa_tune.ray_layer.runner import (
-        RunOptions,
-        check_run_data,
-        plan_run,
-        run_search,
-        warm_started,
-    )
+    from hpa_tune.ray_layer.runner import run_search
     from hpa_tune.search.experiment import check_new_experiment, check_storage
+    from hpa_tune.search.planning import RunOptions, check_run_data, plan_run, warm_started
     from hpa_tune.storage.driver_claim import driver_claim
     from hpa_tune.storage.staging import check_new_remote, local_experiment
 
@@ -243,7 +237,7 @@ def _claim_experiment(experiment_dir: str, command: str) -> None:
 
 
 def _results(plan: Any, records: list[Any]) -> None:
-    from hpa_tune.ray_layer.runner import budget_note, write_results
+    from hpa_tune.search.results import budget_note, write_results
 
     note = budget_note(records)
     if note:  # said first: it is also why the search may have no winner
@@ -263,38 +257,28 @@ def _results(plan: Any, records: list[Any]) -> None:
 def _refit_and_print(
     location: str | Path,
     all_trials: bool = False,
-    on_ray: bool = False,
+    on_ray: bool | None = None,
     top_k: int | None = None,
     tta: bool | None = None,
     bar: bool = True,
 ) -> None:
-    """Refit the experiment at ``location`` (local, ``s3://``, ``gs://``) here, or ``on_ray`` as a
-    Ray task with the trials' resources (a GPU worker on a cluster); ``bar``: a progress bar of
-    its epochs (else its log lines alone)."""
-    from hpa_tune.ray_layer.remote_refit import refit_on_ray
-    from hpa_tune.refit.evaluation import score_trials
-    from hpa_tune.refit.retrain import refit as run_refit
-    from hpa_tune.storage.staging import local_experiment
+    """Refit the experiment at ``location`` (here, or as a Ray task: ``refit_experiment``
+    decides when ``on_ray`` is None) and print its result; ``bar``: a progress bar of its
+    epochs (else its log lines alone)."""
+    from hpa_tune.ray_layer.refit_experiment import refit_experiment
 
     epochs, update = progress_bar("refit epochs", bar)
-    if on_ray:  # the task stages a bucket experiment itself, where it runs
-        with epochs:
-            result = refit_on_ray(
-                location,
-                log=click.echo,
-                progress=update,
-                all_trials=all_trials,
-                top_k=top_k,
-                tta=tta,
-            )
-        _print_refit(result, location)
-        return
-    with local_experiment(location) as exp_dir:
-        with epochs:
-            result = run_refit(exp_dir, log=click.echo, progress=update, top_k=top_k, tta=tta)
-        _print_refit(result, location)
-        if all_trials:
-            score_trials(exp_dir, log=click.echo)
+    with epochs:
+        result = refit_experiment(
+            location,
+            on_ray=on_ray,
+            all_trials=all_trials,
+            top_k=top_k,
+            tta=tta,
+            log=click.echo,
+            progress=update,
+        )
+    _print_refit(result, location)
 
 
 def _print_refit(result: Any, location: str | Path) -> None:
@@ -401,11 +385,5 @@ def refit(experiment_dir: str, all_trials: bool, top_k: int | None, tta: bool | 
     # The refit writes refit/ (and trial_scores.csv): not while a search or another refit does.
     _claim_experiment(experiment_dir, "refit")
     # Joining a cluster (RAY_ADDRESS), the refit runs on a worker with the trials' resources.
-    _refit_and_print(
-        experiment_dir,
-        all_trials=all_trials,
-        on_ray=bool(os.environ.get("RAY_ADDRESS")),
-        top_k=top_k,
-        tta=tta,
-    )
+    _refit_and_print(experiment_dir, all_trials=all_trials, top_k=top_k, tta=tta)
     click.echo(f"experiment: {experiment_dir}")

@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from hpa_tune.data.loader import SplitArrays, channel_indices, samples_served
+from hpa_tune.classes import channel_indices
+from hpa_tune.data.loader import SplitArrays, samples_served
 
 # Rows copied to the device per step when a split is uploaded (bounds the host-side copy).
 _UPLOAD_ROWS = 512
@@ -48,7 +49,7 @@ def epoch_plan(
 def dihedral_on_device(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Each sample of ``x`` (N, C, S, S) turned by its code, without a host round trip.
 
-    The same map as ``loader._symmetry``: a horizontal flip when ``code >= 4``, then
+    The same map as ``symmetry.dihedral``: a horizontal flip when ``code >= 4``, then
     ``code % 4`` quarter turns. ``codes`` lives on ``x``'s device.
     """
     if x.shape[-1] != x.shape[-2]:

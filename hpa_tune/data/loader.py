@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from hpa_tune.classes import CHANNEL_SETS, CHANNELS, NUM_CLASSES
+from hpa_tune.classes import CHANNELS, NUM_CLASSES, channel_indices
 from hpa_tune.data.shards import ShardInfo, ShardManifest
+from hpa_tune.data.symmetry import dihedral_per_sample
 from hpa_tune.errors import HpaTuneError
 
 # Samples of float output converted per step on the CPU: about one L2 cache's worth (one sample
@@ -107,35 +108,6 @@ def load_split(root: Path, split: str, size: int, verify: bool = True) -> SplitA
         table = _read_shard(root, shard, verify)
         at = fill_rows(table, images, labels, ids, at)
     return SplitArrays(np.asarray(ids, dtype=object), images, labels)
-
-
-def channel_indices(channels: str) -> list[int]:
-    """Indices into CHANNELS for a channel set name (``rgb`` or ``rgby``)."""
-    if channels not in CHANNEL_SETS:
-        raise ValueError(f"unknown channels {channels!r}; expected one of {sorted(CHANNEL_SETS)}")
-    return [CHANNELS.index(c) for c in CHANNEL_SETS[channels]]
-
-
-def _symmetry(x: torch.Tensor, code: int) -> torch.Tensor:
-    """One of the 8 symmetries of a square: a flip when ``code >= 4``, then ``code % 4`` turns."""
-    if code == 0:
-        return x
-    if code >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, code % 4, dims=(-2, -1))
-
-
-def _dihedral(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Each sample of ``x`` turned by the symmetry its code (0..7, a CPU tensor) names."""
-    first = int(codes[0])
-    if bool((codes == first).all()):
-        return _symmetry(x, first)
-    out = x.clone()
-    for code in range(1, 8):
-        idx = torch.nonzero(codes == code).flatten().to(x.device)
-        if idx.numel():
-            out[idx] = _symmetry(x.index_select(0, idx), code)
-    return out
 
 
 class _FloatBuffers:
@@ -269,7 +241,7 @@ class BatchLoader:
             part = slice(at, at + self._chunk)
             raw = torch.from_numpy(self._uint8_rows(idx[part]))
             if codes is not None:
-                raw = _dihedral(raw, codes[part])
+                raw = dihedral_per_sample(raw, codes[part])
             # In place, in this order: the same float32 values as (x.float() - mean) * inv_std.
             x[part].copy_(raw).sub_(self._mean).mul_(self._inv_std)
         return x
@@ -278,5 +250,5 @@ class BatchLoader:
         raw = np.ascontiguousarray(self._uint8_rows(idx))
         x = torch.from_numpy(raw).to(self.device, non_blocking=True)
         if codes is not None:
-            x = _dihedral(x, codes)
+            x = dihedral_per_sample(x, codes)
         return x.float().sub_(self._mean).mul_(self._inv_std)

@@ -20,8 +20,6 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-ASHA_STATE_FILE = "asha_state.json"
-
 
 def rungs_state(
     rungs: list[list[tuple[float, dict[str, float]]]],

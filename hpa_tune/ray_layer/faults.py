@@ -30,9 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from hpa_tune.errors import HpaTuneError, NotRetryableError
-
-NONFINITE_MARKER = "nonfinite_loss.txt"
-NOT_RETRYABLE_MARKER = "not_retryable.txt"
+from hpa_tune.experiment_files import NONFINITE_MARKER, NOT_RETRYABLE_MARKER
 
 
 class SearchInterrupted(HpaTuneError):

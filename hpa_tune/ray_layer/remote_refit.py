@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import RUN_FILE, SPACE_FILE
 from hpa_tune.ray_layer.cluster_resources import TrialResources, resolve_trial_resources
 from hpa_tune.refit.retrain import Progress, RefitResult
-from hpa_tune.search.experiment import RUN_FILE, SPACE_FILE, absolute_location, read_run
+from hpa_tune.search.experiment import absolute_location, read_run
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.staging import local_experiment
 
@@ -39,8 +40,8 @@ def _run_refit(
     import torch
 
     from hpa_tune.ray_layer.cluster import current_node_id, trial_device
-    from hpa_tune.refit.evaluation import score_trials
     from hpa_tune.refit.retrain import refit
+    from hpa_tune.refit.trial_scores import score_trials
 
     torch.set_num_threads(threads)
     node_id = current_node_id()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import REFIT_DIR, REFIT_METRICS_FILE, SUMMARY_FILE, TUNER_FILE
 from hpa_tune.ray_layer.runner import (
-    RunPlan,
     _init_ray,
     _quiet_tune,
     fit_and_collect,
@@ -24,11 +24,10 @@ from hpa_tune.ray_layer.runner import (
     ray_restore_path,
     tune_trainable,
 )
-from hpa_tune.search.experiment import REFIT_DIR, REFIT_METRICS_FILE, SUMMARY_FILE, read_run
+from hpa_tune.search.experiment import read_run
+from hpa_tune.search.planning import RunPlan
 from hpa_tune.search.trial_table import TrialRecord
 from hpa_tune.storage import filesystems as storage
-
-TUNER_FILE = "tuner.pkl"  # written by Ray Tune into the experiment directory when a search starts
 
 
 def finished_search(location: str | Path) -> str | None:

@@ -1,225 +1,40 @@
-"""``hpa-tune run``: a Ray Tune search (OptunaSearch + ASHA) over a YAML search space.
+"""``hpa-tune run``: the Ray Tune wiring of a planned search (OptunaSearch + ASHA).
 
-The module that schedules trials, and so the one importing Ray (with its callbacks ``progress``,
-``tb_callback`` and ``bucket_sync``, its thin Ray subclasses ``truthful_search`` and ``asha_state``, and
-``resume``, which restores what it started).
-Trials read their data themselves, through their node's shard cache (``data.node_cache``): the
-driver holds no image arrays. Results on object storage: Ray writes trials to the bucket, our
-own files go to a local staging directory that the CLI uploads (``staging``).
+The plan is made without Ray (``search.planning``), the winner and result files chosen and
+written without it (``search.results``); this module builds the ``Tuner`` from a plan (searcher
+``truthful_search``, scheduler ``asha_state``, callbacks ``tensorboard_callback``,
+``bucket_sync`` and ``live_table``), runs it, and turns Ray's results into trial records.
+``resume`` restores what it started. The function each trial runs in a worker is in ``worker``:
+trials read their data themselves, through their node's shard cache (``data.node_cache``), so
+the driver holds no image arrays. Results on object storage: Ray writes trials to the bucket,
+our own files go to a local staging directory that the CLI uploads (``staging``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
-from hpa_tune.data.node_cache import NodeCache
-from hpa_tune.data.shards import ShardManifest
-from hpa_tune.data.splits import TRAIN, VAL
-from hpa_tune.errors import HpaTuneError, NotRetryableError
+from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import TRIAL_PREFIX
 from hpa_tune.ray_layer.cluster_resources import TrialResources, resolve_trial_resources
-from hpa_tune.ray_layer.faults import SearchInterrupted, fail_fast_on_retry, watch_ctrl_c
+from hpa_tune.ray_layer.faults import SearchInterrupted, watch_ctrl_c
 from hpa_tune.ray_layer.session import record_local_session
 from hpa_tune.ray_layer.trial_errors import error_summary, trial_tracebacks_silenced
-from hpa_tune.search.experiment import (
-    HISTORY_FILE,
-    SUMMARY_FILE,
-    BestTrial,
-    RunRecord,
-    absolute_location,
-    write_best,
-    write_run,
-)
-from hpa_tune.search.space import (
-    SpaceSpec,
-    define_by_run,
-    load_space,
-    pin_values,
-    preview_configs,
-    resolve_config,
-    searched_values,
-    split_trial_config,
-    tpe_sampler,
-)
+from hpa_tune.ray_layer.worker import CHECKPOINT_RANK, _tune_trainable
+from hpa_tune.search.experiment import RunRecord, write_run
+from hpa_tune.search.planning import RunPlan, check_run_data, check_search_packing
+from hpa_tune.search.space import define_by_run, split_trial_config, tpe_sampler
 from hpa_tune.search.study import finish_running, journal_path, journal_storage, load_study
-from hpa_tune.search.trial_table import (
-    TrialRecord,
-    best_report_index,
-    checkpoint_rank,
-    history_frame,
-    never_reported,
-    summary_frame,
-)
-from hpa_tune.search.warm_start import WarmStart
+from hpa_tune.search.trial_table import TrialRecord
 from hpa_tune.storage import filesystems as storage
-from hpa_tune.storage.staging import StagedPath, staging_dir
+from hpa_tune.storage.staging import StagedPath
 from hpa_tune.train.config import TrialConfig
-from hpa_tune.train.gpu_memory import check_search_packing
-from hpa_tune.train.trainable import load_trial_data, train_trial
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """``hpa-tune run`` options; ``None`` means "take it from the space file"."""
-
-    space_path: Path
-    data_dir: str | Path | None = None
-    storage: str | Path = "results"  # a local directory, s3://... or gs://...
-    name: str | None = None
-    num_samples: int | None = None
-    max_epochs: int | None = None
-    time_budget_s: float | None = None
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    max_failures: int | None = None
-    seed: int = 0
-    overrides: dict[str, Any] = field(default_factory=dict)
-    progress: str = "live"  # live, plain or none (progress.progress_mode resolves auto)
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything decided before Ray starts."""
-
-    spec: SpaceSpec
-    record: RunRecord
-    exp_dir: Path  # local: the experiment itself, or the staging copy of ``location``
-    max_concurrent: int | None
-    location: str = ""  # where the experiment lives: a local path or an s3:// / gs:// URI
-    warm_start: WarmStart | None = None  # earlier trials the study starts with (--warm-start)
-
-
-def warm_started(plan: RunPlan, warm: WarmStart) -> RunPlan:
-    """``plan`` starting from earlier studies: their trials join its study first, their winner is
-    its first trial, and ``run.json`` records both (``search.warm_start``)."""
-    record = replace(plan.record, **warm.record_fields())
-    return replace(plan, spec=warm.start_space(plan.spec), record=record, warm_start=warm)
-
-
-def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) -> RunPlan:
-    """Resolve budget, constants and image sizes; validate sampled configurations (pure apart from reading the YAML)."""
-    spec = load_space(options.space_path)
-    budget = spec.demo if builtin_sample else spec.budget
-    max_epochs = options.max_epochs or budget.max_epochs
-    pinned: dict[str, Any] = {}
-    if builtin_sample:
-        # The built-in sample trains from scratch: no weight download on a newcomer's machine.
-        pinned.update({"pretrained": "none", **spec.demo.fixed})
-    pinned.update(options.overrides)
-    spec = pin_values(spec, pinned)
-    constants: dict[str, Any] = {**spec.fixed, "max_epochs": max_epochs, "seed": options.seed}
-    previews = preview_configs(spec, constants, n=24, seed=options.seed)
-    sizes = sorted(
-        {cfg.image_size for _, cfg in previews} | set(searched_values(spec, "image_size"))
-    )
-    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record = RunRecord(
-        space_path=str(options.space_path),
-        data_dir=absolute_location(storage.location_arg(data_dir)),
-        builtin_sample=builtin_sample,
-        constants=constants,
-        num_samples=options.num_samples or budget.num_samples,
-        max_epochs=max_epochs,
-        seed=options.seed,
-        sizes=sizes,
-        cpus_per_trial=options.cpus_per_trial or spec.resources.cpus_per_trial,
-        gpus_per_trial=options.gpus_per_trial
-        if options.gpus_per_trial is not None
-        else spec.resources.gpus_per_trial,
-        time_budget_s=options.time_budget_s or budget.time_budget_s,
-        overrides=dict(options.overrides),
-        study_name=name,
-        max_failures=options.max_failures
-        if options.max_failures is not None
-        else spec.resources.max_failures,
-    )
-    max_concurrent = options.max_concurrent or spec.resources.max_concurrent
-    results = storage.location_arg(options.storage)
-    if storage.is_remote(results):
-        location = storage.join(results, name)
-    else:
-        location = str(Path(results).resolve() / name)
-    return RunPlan(spec, record, staging_dir(location), max_concurrent, location)
-
-
-def _tune_trainable(
-    config: dict[str, Any], spec: SpaceSpec, data_uri: str, threads: int, gpus: float = 1.0
-) -> None:
-    """The Ray Tune function trainable: resolve the config, map its data through this node's
-    shard cache (its image size, train + val), then hand over to ``train_trial``."""
-    from ray import tune
-
-    from hpa_tune.ray_layer.cluster import assigned_device, current_node_id
-
-    def reporter(restore_dir: str | None) -> Any:
-        best = {"value": _read_best_so_far(restore_dir)}  # of the epochs before the restore
-
-        def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-            value = metrics.get(spec.metric)
-            rank = float("-inf")
-            if value is not None:
-                rank = checkpoint_rank(float(value), best["value"], spec.mode)
-                best["value"] = float(value) if rank > float("-inf") else best["value"]
-            checkpoint = None
-            if checkpoint_dir:
-                Path(checkpoint_dir, BEST_SO_FAR_FILE).write_text(json.dumps(best["value"]))
-                checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
-            metrics = {**metrics, "node_id": node_id, CHECKPOINT_RANK: rank}
-            tune.report(metrics, checkpoint=checkpoint)
-
-        return report
-
-    # A retry of a trial that failed in a way a retry cannot change (a non-finite loss, a bad
-    # configuration, a missing or corrupt shard) fails again at once, before any work.
-    with fail_fast_on_retry(tune.get_context().get_trial_dir()):
-        params, constants = split_trial_config(spec, config)
-        try:
-            cfg = resolve_config(spec, params, constants)
-        except HpaTuneError as err:
-            raise NotRetryableError(str(err)) from None
-        torch.set_num_threads(threads)
-
-        device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
-        node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
-        data = load_trial_data(data_uri, [cfg.image_size])
-
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            train_trial(cfg, data, reporter(None), device=device, gpu_fraction=gpus)
-            return
-        with checkpoint.as_directory() as restore_dir:
-            train_trial(
-                cfg,
-                data,
-                reporter(restore_dir),
-                restore_dir=restore_dir,
-                device=device,
-                gpu_fraction=gpus,
-            )
-
-
-# Ray ranks a trial's checkpoints by this reported value (``summary.checkpoint_rank``), so the
-# one it keeps is the epoch summary.csv names, also on ties; the trial's best score so far
-# travels in each checkpoint for a restore.
-CHECKPOINT_RANK = "checkpoint_rank"
-BEST_SO_FAR_FILE = "best_so_far.json"
-
-
-def _read_best_so_far(restore_dir: str | None) -> float | None:
-    path = Path(restore_dir, BEST_SO_FAR_FILE) if restore_dir else None
-    if path is None or not path.is_file():
-        return None
-    value = json.loads(path.read_text())
-    return None if value is None else float(value)
 
 
 def _init_ray() -> None:
@@ -254,7 +69,8 @@ def _trial_resources(rec: RunRecord) -> TrialResources:
 
 
 def _scheduler(plan: RunPlan) -> Any:
-    from hpa_tune.ray_layer.asha_state import ASHA_STATE_FILE, PersistentASHA
+    from hpa_tune.experiment_files import ASHA_STATE_FILE
+    from hpa_tune.ray_layer.asha_state import PersistentASHA
 
     s = plan.spec.scheduler
     if s.type == "fifo":
@@ -327,7 +143,7 @@ def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
             num_samples=rec.num_samples,
             max_concurrent_trials=plan.max_concurrent,
             time_budget_s=rec.time_budget_s,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"{TRIAL_PREFIX}{trial.trial_id}",
             reuse_actors=True,  # a new worker process per trial costs seconds (BENCHMARKS.md 5.1)
         ),
         run_config=tune.RunConfig(
@@ -387,24 +203,6 @@ def ray_restore_path(plan: RunPlan) -> tuple[str, Any]:
         return str(plan.exp_dir), None
     fs, path = storage.filesystem(plan.location)
     return path, fs
-
-
-def check_run_data(rec: RunRecord) -> dict[int, int]:
-    """Train + val samples per image size of the run (from the manifest; no arrays loaded).
-
-    Checks first what every trial would otherwise fail on: each image size of the run prepared,
-    and this machine's shard cache (``$HPA_TUNE_SHARD_CACHE``, ``_GB``) usable.
-
-    Raises:
-        HpaTuneError: one line naming the size, or the variable and directory.
-    """
-    manifest = ShardManifest.load(rec.data_dir)
-    for size in rec.sizes:
-        for split in (TRAIN, VAL):
-            manifest.check_prepared(rec.data_dir, split, size)
-    NodeCache.from_env().check_writable()
-    rows = manifest.splits[TRAIN] + manifest.splits[VAL]
-    return {size: rows for size in rec.sizes}
 
 
 def _ray_storage(plan: RunPlan) -> dict[str, Any]:
@@ -471,7 +269,7 @@ def _record(plan: RunPlan, result: Any) -> TrialRecord:
     history = list({h.get("epoch"): h for h in history}.values())
     checkpoint = _best_checkpoint(result, plan.spec.metric, plan.spec.mode)
     return TrialRecord(
-        trial_id=Path(result.path).name.removeprefix("trial_"),
+        trial_id=Path(result.path).name.removeprefix(TRIAL_PREFIX),
         params=params,
         arch=str(params.get("arch", constants.get("arch", TrialConfig().arch))),
         history=history,
@@ -499,69 +297,3 @@ def _best_checkpoint(result: Any, metric: str, mode: str) -> str | None:
     if not kept:
         return result.checkpoint.path if result.checkpoint else None
     return max(kept, key=lambda pair: pair[0])[1]
-
-
-def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
-    """The trial with the best ``metric`` at any epoch, among the trials that ended without an
-    error (one whose loss became non-finite after a good epoch is never the winner); on a tie the
-    earlier trial, and within a trial the earlier epoch (``summary.best_report_index``).
-
-    Raises:
-        HpaTuneError: no trial that ended without an error reported the metric.
-    """
-    metric, mode = plan.spec.metric, plan.spec.mode
-    sign = 1 if mode == "max" else -1
-    candidates = []  # (signed best value, -position, record, its best epoch's report)
-    for position, r in enumerate(records):
-        reported = [h for h in r.history if metric in h]
-        best = best_report_index([h[metric] for h in reported], mode)
-        if best is not None and not r.error:
-            candidates.append((sign * reported[best][metric], -position, r, reported[best]))
-    if not candidates:
-        raise HpaTuneError(_no_winner(metric, records, plan.record.time_budget_s))
-    _, _, rec, hist = max(candidates, key=lambda c: c[:2])
-    cfg = resolve_config(plan.spec, rec.params, plan.record.constants)
-    return BestTrial(
-        trial_id=rec.trial_id,
-        params=rec.params,
-        config=cfg.model_dump(),
-        metric=metric,
-        mode=mode,
-        value=float(hist[metric]),
-        epoch=int(hist["epoch"]),
-        checkpoint=rec.path,
-    )
-
-
-def _no_winner(metric: str, records: list[TrialRecord], time_budget_s: float | None) -> str:
-    """Why no trial can win: the time budget ran out first, or every trial failed."""
-    trials = [r for r in records if not never_reported(r)]
-    if not trials:
-        budget = f" of {time_budget_s:g} s" if time_budget_s else ""
-        note = f" ({budget_note(records)})" if records else ""
-        return (
-            f"the time budget{budget} ran out before any trial reported {metric}{note}; "
-            "give the search more time with --time-budget-s"
-        )
-    errors = "; ".join(sorted({(r.error or "no report").splitlines()[-1] for r in trials}))
-    if any(metric in h for r in trials for h in r.history):
-        return f"no trial ended without an error; every trial failed: {errors}"
-    return f"no trial reported {metric}; every trial failed: {errors}"
-
-
-def budget_note(records: list[TrialRecord]) -> str:
-    """``"N trial(s) not started"`` for the trials the time budget ended before their first
-    report (they are no trials: not in ``summary.csv``); empty when there are none."""
-    n = sum(never_reported(r) for r in records)
-    return f"{n} trial{'s' if n != 1 else ''} not started" if n else ""
-
-
-def write_results(plan: RunPlan, records: list[TrialRecord]) -> tuple[Any, BestTrial]:
-    """Write ``summary.csv``, ``history.csv`` and ``best.json``; returns the summary frame and the winner."""
-    trials = [r for r in records if not never_reported(r)]  # the budget ended the others first
-    frame = summary_frame(trials, plan.record.max_epochs, plan.spec.metric, plan.spec.mode)
-    frame.to_csv(plan.exp_dir / SUMMARY_FILE, index=False)
-    history_frame(trials).to_csv(plan.exp_dir / HISTORY_FILE, index=False)
-    best = pick_best(plan, records)
-    write_best(plan.exp_dir, best)
-    return frame, best

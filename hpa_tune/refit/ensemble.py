@@ -17,19 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpa_tune.data.symmetry import DIHEDRAL_CODES, dihedral
 from hpa_tune.train.engine import autocast_context
-
-DIHEDRAL_CODES = tuple(range(8))
-
-
-def dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
-    """Symmetry ``code`` (0..7) of a batch of square images: a flip when ``code >= 4``, then
-    ``code % 4`` quarter turns."""
-    if not 0 <= code < 8:
-        raise ValueError(f"dihedral code must be 0..7, got {code}")
-    if code >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, code % 4, dims=(-2, -1)) if code % 4 else x
 
 
 @torch.no_grad()

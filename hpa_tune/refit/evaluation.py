@@ -1,39 +1,27 @@
 """Scoring a trained model: thresholds fitted on val, macro F1 on the holdout at 0.5 and tuned.
 
-Shared by ``refit`` (the retrained winner) and ``score_trials`` (every trial's best checkpoint).
+Shared by ``refit`` (the retrained winner) and ``trial_scores`` (every trial's best checkpoint).
+Reading checkpoints is the checkpoint format's job (``train.checkpoint``), finding them in an
+experiment the experiment's (``search.experiment.local_checkpoint``).
 The holdout is only ever scored here; nothing computed from it feeds back into a choice.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from hpa_tune.data.loader import SplitArrays
-from hpa_tune.data.node_cache import cached_split
-from hpa_tune.data.splits import HOLDOUT, VAL
+from hpa_tune.data.splits import VAL
 from hpa_tune.scoring.metrics import per_class_f1
 from hpa_tune.scoring.thresholds import ClassThresholds
-from hpa_tune.search.experiment import SUMMARY_FILE, TRIAL_SCORES_FILE, read_run
-from hpa_tune.storage import filesystems as storage
+from hpa_tune.train.build import build_loss
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import PassResult
 from hpa_tune.train.fast_path import predict_split
-from hpa_tune.train.trainable import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    TrialData,
-    build_loss,
-    build_model,
-    default_device,
-    load_trial_data,
-)
+from hpa_tune.train.trial_data import TrialData
 
 
 @dataclass(frozen=True)
@@ -85,54 +73,3 @@ def evaluate(
         holdout_ids=holdout.ids,
         thresholds=ClassThresholds().fit(val.targets, val.probs),
     )
-
-
-def load_checkpoint_model(checkpoint_dir: Path) -> tuple[torch.nn.Module, TrialConfig]:
-    """The model and config saved in a trial checkpoint (no pretrained download: weights are in it)."""
-    cfg = TrialConfig(**json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
-    model = build_model(cfg.model_copy(update={"pretrained": "none"})).to(default_device())
-    model.load_state_dict(torch.load(checkpoint_dir / MODEL_FILE, map_location=default_device()))
-    return model, cfg
-
-
-def local_checkpoint(exp_dir: Path, recorded: str) -> Path:
-    """A trial checkpoint recorded in ``summary.csv`` as a path in ``exp_dir``: the experiment
-    may have been moved, or be a staging copy of a bucket (then the checkpoint is downloaded
-    into it on first use)."""
-    marker = f"/{exp_dir.name}/"
-    if marker not in recorded or (not storage.is_remote(recorded) and Path(recorded).is_dir()):
-        return Path(recorded)
-    local = exp_dir / recorded.rsplit(marker, 1)[1]
-    if storage.is_remote(recorded) and not (local / MODEL_FILE).is_file():
-        storage.download_tree(recorded, local)
-    return local
-
-
-def score_trials(exp_dir: Path, data: TrialData | None = None, log: Any = print) -> pd.DataFrame:
-    """Score every trial's best checkpoint on the holdout (thresholds from val); writes ``trial_scores.csv``.
-
-    This is what fills the study table's Test F1 columns for every trial, not only the winner.
-    Data (train/val and holdout) are read once per image size, not once per trial.
-    """
-    data_dir = read_run(exp_dir)[0].data_dir
-    summary = pd.read_csv(exp_dir / SUMMARY_FILE)
-    holdouts: dict[int, SplitArrays] = {}
-    rows = []
-    for _, trial in summary.iterrows():
-        checkpoint = local_checkpoint(exp_dir, str(trial.get("checkpoint", "")))
-        if not (checkpoint / MODEL_FILE).is_file():
-            continue
-        model, cfg = load_checkpoint_model(checkpoint)
-        if data is None or cfg.image_size not in data.arrays:
-            data = load_trial_data(data_dir, [cfg.image_size])
-        if cfg.image_size not in holdouts:
-            holdouts[cfg.image_size] = cached_split(data_dir, HOLDOUT, cfg.image_size)
-        ev = evaluate(model, cfg, data, holdouts[cfg.image_size])
-        rows.append({"trial_id": trial["trial_id"], "checkpoint": str(checkpoint), **ev.headline()})
-        log(
-            f"scored trial {trial['trial_id']}: holdout macro F1 @0.5 {rows[-1]['holdout_macro_f1@0.5']:.4f}, "
-            f"tuned {rows[-1]['holdout_macro_f1_tuned']:.4f}"
-        )
-    scores = pd.DataFrame(rows)
-    scores.to_csv(exp_dir / TRIAL_SCORES_FILE, index=False)
-    return scores

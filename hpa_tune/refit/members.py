@@ -21,13 +21,21 @@ import torch
 from torch import nn
 
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.refit.evaluation import load_checkpoint_model
-from hpa_tune.search.experiment import HISTORY_FILE, SUMMARY_FILE, BestTrial
+from hpa_tune.experiment_files import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MEMBERS_DIR,
+    MODEL_FILE,
+    SUMMARY_FILE,
+)
+from hpa_tune.search.experiment import BestTrial
 from hpa_tune.search.space import SpaceSpec, replay
 from hpa_tune.search.trial_table import COMPLETED, ERROR
+from hpa_tune.train.checkpoint import load_checkpoint_model
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import NonFiniteLossError
-from hpa_tune.train.trainable import CONFIG_FILE, MODEL_FILE, TrialData, run_epochs
+from hpa_tune.train.trainable import run_epochs
+from hpa_tune.train.trial_data import TrialData
 
 Progress = Callable[[int, int], None]
 
@@ -263,7 +271,7 @@ def save_members(out: Path, members: list[Member]) -> list[dict[str, Any]]:
     """Each member's weights and config under ``out/members/<i>/``; returns their index entries."""
     entries = []
     for i, member in enumerate(members):
-        directory = out / "members" / str(i)
+        directory = out / MEMBERS_DIR / str(i)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(member.model.state_dict(), directory / MODEL_FILE)
         (directory / CONFIG_FILE).write_text(member.cfg.model_dump_json(indent=2) + "\n")

@@ -25,14 +25,19 @@ from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.shards import MANIFEST_NAME, ShardManifest
 from hpa_tune.data.splits import TEST
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import (
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    INFO_FILE,
+    MODEL_FILE,
+    REFIT_DIR,
+    THRESHOLDS_FILE,
+)
 from hpa_tune.refit.ensemble import ensemble_mean, predict_probs
-from hpa_tune.refit.evaluation import load_checkpoint_model
-from hpa_tune.refit.retrain import ENSEMBLE_FILE, INFO_FILE, THRESHOLDS_FILE
 from hpa_tune.scoring.predictor_scores import submission_labels
-from hpa_tune.search.experiment import REFIT_DIR
 from hpa_tune.storage import filesystems as storage
+from hpa_tune.train.checkpoint import load_checkpoint_model
 from hpa_tune.train.fast_path import prediction_amp, prediction_batches
-from hpa_tune.train.trainable import CONFIG_FILE, MODEL_FILE
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,17 @@ from hpa_tune.classes import class_names
 from hpa_tune.data.loader import SplitArrays
 from hpa_tune.data.node_cache import cached_split
 from hpa_tune.data.splits import HOLDOUT, TRAIN, VAL
+from hpa_tune.experiment_files import (
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    INFO_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    REFIT_DIR,
+    REFIT_HISTORY_FILE,
+    REFIT_METRICS_FILE,
+    THRESHOLDS_FILE,
+)
 from hpa_tune.refit.ensemble import ensemble_mean, predict_probs
 from hpa_tune.refit.members import Member, obtain_members, save_members, top_distinct_candidates
 from hpa_tune.report.tensorboard_events import log_refit, tensorboard_dir
@@ -40,20 +51,12 @@ from hpa_tune.scoring.predictor_scores import (
     predictor_name,
     score_predictor,
 )
-from hpa_tune.search.experiment import REFIT_DIR, REFIT_METRICS_FILE, read_best, read_run
+from hpa_tune.search.experiment import read_best, read_run
 from hpa_tune.train.fast_path import prediction_amp, prediction_batches
-from hpa_tune.train.trainable import CONFIG_FILE, MODEL_FILE, TrialData, load_trial_data
+from hpa_tune.train.trial_data import TrialData, load_trial_data
 
 Progress = Callable[[int, int], None]
 
-METRICS_FILE = REFIT_METRICS_FILE
-THRESHOLDS_FILE, INFO_FILE, HISTORY_FILE, PREDICTIONS_FILE, ENSEMBLE_FILE = (
-    "thresholds.json",
-    "model_info.json",
-    "history.csv",
-    "predictions.npz",
-    "ensemble.json",
-)
 # Chosen by measurement on the built-in sample (README, "Search and refit defaults"): at the
 # demo's budget a 3-member ensemble scored no better than the winner alone and its pruned
 # members cost a full retraining each; TTA costs only predictions.
@@ -318,7 +321,7 @@ def _write_refit(
         "tuned_on": VAL,
     }
     (out / THRESHOLDS_FILE).write_text(json.dumps(thresholds, indent=2) + "\n")
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / REFIT_METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     mean, std = data.channel_stats[winner.cfg.image_size]
     info = {
         "image_size": winner.cfg.image_size,
@@ -330,4 +333,4 @@ def _write_refit(
         "node_id": node_id,
     }
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    pd.DataFrame(winner.history).to_csv(out / HISTORY_FILE, index=False)
+    pd.DataFrame(winner.history).to_csv(out / REFIT_HISTORY_FILE, index=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hpa_tune.experiment_files import REPORT_DIR, REPORT_FILE, TABLE_CSV, TABLE_MD
 from hpa_tune.report import page
 from hpa_tune.report.cost import Devices, cost_table, cost_totals, devices_per_trial
 from hpa_tune.report.curves import asha_rungs, best_so_far, rung_cutoffs
@@ -23,8 +24,6 @@ from hpa_tune.report.sections import overview, predictors_frame, study_table_not
 from hpa_tune.report.study_table import header, study_table, to_markdown
 from hpa_tune.search.study import load_study
 
-REPORT_DIR = "report"
-REPORT_FILE, TABLE_MD, TABLE_CSV = "report.html", "study_table.md", "study_table.csv"
 TOP_PARAMS = 4
 
 

@@ -23,16 +23,16 @@ import pandas as pd
 import yaml
 
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.report.search_view import RUNNING, SearchState, TrialState, params_text
-from hpa_tune.search.experiment import (
+from hpa_tune.experiment_files import (
     BEST_FILE,
     REFIT_DIR,
     REFIT_METRICS_FILE,
     RUN_FILE,
     SPACE_FILE,
     SUMMARY_FILE,
-    RunRecord,
 )
+from hpa_tune.report.search_view import RUNNING, SearchState, TrialState, params_text
+from hpa_tune.search.experiment import RunRecord
 from hpa_tune.search.space import parse_space
 from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 from hpa_tune.storage import filesystems as storage
@@ -160,7 +160,8 @@ def _read(location: str, name: str) -> bytes | None:
 
 def _study_trials(location: str, study_name: str) -> list[Any]:
     """The study's trials, from a private copy of its journal (the driver keeps writing it)."""
-    from hpa_tune.search.study import JOURNAL_FILE, load_study
+    from hpa_tune.experiment_files import JOURNAL_FILE
+    from hpa_tune.search.study import load_study
 
     data = _read(location, JOURNAL_FILE)
     if data is None:

@@ -17,17 +17,15 @@ import pandas as pd
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN
 from hpa_tune.errors import HpaTuneError
-from hpa_tune.search.experiment import (
+from hpa_tune.experiment_files import (
     BEST_FILE,
     HISTORY_FILE,
     REFIT_DIR,
     REFIT_METRICS_FILE,
     SUMMARY_FILE,
     TRIAL_SCORES_FILE,
-    RunRecord,
-    read_best,
-    read_run,
 )
+from hpa_tune.search.experiment import RunRecord, read_best, read_run
 from hpa_tune.search.space import SpaceSpec
 
 

@@ -34,13 +34,12 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from hpa_tune.classes import CHANNELS, class_names
-from hpa_tune.data.loader import channel_indices
+from hpa_tune.classes import CHANNELS, channel_indices, class_names
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import REFIT_RUN, TENSORBOARD_DIR
 from hpa_tune.search.space import ParamSpec, SpaceSpec
 from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 
-TENSORBOARD_DIR, REFIT_RUN = "tensorboard", "refit"
 RUNNING = "running"
 STATUS_CODES = {RUNNING: -1, COMPLETED: 0, PRUNED: 1, ERROR: 2}
 _SESSION_STATUS = {

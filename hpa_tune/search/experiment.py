@@ -1,4 +1,5 @@
-"""The files of an experiment directory (``STORAGE/NAME``), read and written in one place.
+"""The files of an experiment directory (``STORAGE/NAME``), read and written in one place (their
+names: ``hpa_tune.experiment_files``).
 
 ``run.json``      how the run was started (space, data, constants, budget, seed)
 ``space.yaml``    the search space as loaded (the resolved configuration beside the results)
@@ -23,20 +24,15 @@ from typing import Any
 import yaml
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import (
+    BEST_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    SPACE_FILE,
+)
 from hpa_tune.search.space import SpaceSpec, parse_space
 from hpa_tune.storage import driver_claim
 from hpa_tune.storage import filesystems as storage
-
-RUN_FILE, SPACE_FILE, SUMMARY_FILE, HISTORY_FILE, BEST_FILE, TRIAL_SCORES_FILE, REFIT_DIR = (
-    "run.json",
-    "space.yaml",
-    "summary.csv",
-    "history.csv",
-    "best.json",
-    "trial_scores.csv",
-    "refit",
-)
-REFIT_METRICS_FILE = "metrics.json"  # in REFIT_DIR; named here so readers need not import torch
 
 
 @dataclass
@@ -168,3 +164,16 @@ def experiment_started(location: str | Path) -> bool:
     return bool(storage.list_files(storage.join(where, driver_claim.CLAIM_DIR))) or storage.is_file(
         storage.join(where, RUN_FILE)
     )
+
+
+def local_checkpoint(exp_dir: Path, recorded: str) -> Path:
+    """A trial checkpoint recorded in ``summary.csv`` as a path in ``exp_dir``: the experiment
+    may have been moved, or be a staging copy of a bucket (then the checkpoint is downloaded
+    into it on first use)."""
+    marker = f"/{exp_dir.name}/"
+    if marker not in recorded or (not storage.is_remote(recorded) and Path(recorded).is_dir()):
+        return Path(recorded)
+    local = exp_dir / recorded.rsplit(marker, 1)[1]
+    if storage.is_remote(recorded) and not (local / MODEL_FILE).is_file():
+        storage.download_tree(recorded, local)
+    return local

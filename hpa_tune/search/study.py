@@ -20,9 +20,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from hpa_tune.experiment_files import JOURNAL_FILE
 from hpa_tune.search.trial_table import PRUNED, ended_status
 
-JOURNAL_FILE = "optuna.journal"
 NOT_STARTED_ATTR = "not_started"  # a trial the search ended before its first epoch's report
 
 

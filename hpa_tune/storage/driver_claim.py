@@ -44,9 +44,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import CLAIM_DIR
 from hpa_tune.storage import filesystems as storage
 
-CLAIM_DIR = ".driver"  # in the experiment directory (prefix on a bucket)
 HEARTBEAT_S = 30.0
 DEFAULT_STALE_AFTER_S = 300.0
 SETTLE_S, SETTLE_TRIES = 0.5, 20  # how long a contender with the earliest key waits for later ones

@@ -5,7 +5,7 @@ a command reads are downloaded into ``$HPA_TUNE_CACHE/staging/<hash>-<pid>/NAME`
 runs on that copy, what it wrote or changed is uploaded back, and the copy is deleted. Ray Tune
 writes trial results and checkpoints straight to the bucket (its ``storage_path``), so downloads
 skip the trial directories; a command that needs a checkpoint fetches just that one
-(``evaluation.local_checkpoint``). Local experiments are used in place."""
+(``search.experiment.local_checkpoint``). Local experiments are used in place."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.experiment_files import CLAIM_DIR, TRIAL_PREFIX
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.cache import cache_root
-from hpa_tune.storage.driver_claim import CLAIM_DIR
 
-TRIAL_PREFIX = "trial_"  # Ray Tune's trial directories (trial_dirname_creator in runner)
 _CHANGED = ".changed"  # hard links to the files of one upload, inside the staging copy
 
 
@@ -136,7 +135,7 @@ def local_experiment(
     stage.mkdir(parents=True)
     if download:
         # Trial directories hold every checkpoint: fetched one by one where needed instead
-        # (``evaluation.local_checkpoint``).
+        # (``search.experiment.local_checkpoint``).
         storage.download_tree(text, stage, skip_dirs=(TRIAL_PREFIX,), only=only)
     before = snapshot(stage)
     try:

@@ -16,9 +16,11 @@ GPU; 1.25 for the caching allocator's fragmentation and cuDNN workspaces; ``cont
 for the CUDA context every process holds outside the allocator.
 
 A packing (``gpus_per_trial`` below 1) gives each trial ``gpus_per_trial`` of the GPU's memory;
-it is refused when the estimate of any configuration the space can sample exceeds that share. Those
-are enumerated, not sampled: every combination of the memory-relevant choices (``MEMORY_KEYS``),
-of which only the ones no other combination outgrows in every cost at once are estimated.
+it is refused when the estimate of any configuration given exceeds that share; of those, only the
+ones no other outgrows in every cost at once are estimated. This module knows nothing of search
+spaces: run planning (``search.planning.check_search_packing``) enumerates every combination of
+a space's memory-relevant choices (``MEMORY_KEYS``) and hands the configurations to
+``check_configs_fit``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,12 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import torch
 
 from hpa_tune.classes import CHANNEL_SETS, NUM_CLASSES
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.models import create_model, get_model_info
-from hpa_tune.search.space import SpaceSpec, config_combinations
 from hpa_tune.train.config import TrialConfig
 
 GIB = 2**30
@@ -266,23 +266,3 @@ def check_configs_fit(
             )
     check_packing(estimates, gpus_per_trial, gpu_bytes)
     return estimates
-
-
-def check_search_packing(
-    spec: SpaceSpec,
-    constants: dict[str, Any],
-    gpus_per_trial: float | str,
-    data_rows: dict[int, int],
-) -> list[MemoryEstimate]:
-    """``check_configs_fit`` over every memory-relevant configuration of the space (before Ray).
-
-    The configurations are enumerated, not sampled (``config_combinations`` over
-    ``MEMORY_KEYS``), so the costliest one the search can reach is always among those checked.
-
-    Raises:
-        HpaTuneError: the packing cannot fit (the message names the configuration and its estimate).
-    """
-    if gpus_per_trial == "auto" or not 0 < float(gpus_per_trial) < 1:
-        return []  # auto is one whole GPU per trial: nothing is packed
-    configs = [cfg for _, cfg in config_combinations(spec, constants, set(MEMORY_KEYS))]
-    return check_configs_fit(configs, float(gpus_per_trial), data_rows)
