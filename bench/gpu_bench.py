@@ -390,6 +390,11 @@ def section_compile(out: Path, device: str) -> dict[str, Any]:
         ("resnet18", 224, 64, 1024, 3) if device == "cuda" else ("baseline_cnn", 32, 8, 32, 2)
     )
     result: dict[str, Any] = {"gpu": _gpu_name(device), "rows": [], "errors": []}
+    if device == "cpu":  # the rehearsal traces with dynamo but skips inductor (minutes on a CPU)
+        import functools
+
+        torch.compile = functools.partial(torch.compile, backend="eager")  # type: ignore[assignment]
+        result["backend"] = "eager (CPU rehearsal)"
     for compiled in (False, True):
         try:
             _, epoch, _, _ = _trainer(arch, size, batch, n, device, 1.0, compile=compiled)

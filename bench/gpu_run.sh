@@ -18,7 +18,7 @@
 #    nvidia-smi) and search.log (hpa-tune run's output). The search's experiment goes to a
 #    temporary folder ($GPU_RUN_STORAGE to keep it).
 #
-# The limits add up to 7.4 minutes on CUDA, so a run ends within 8 whatever happens; `--device
+# The limits add up to 7.5 minutes on CUDA, so a run ends within 8 whatever happens; `--device
 # cpu` runs the same steps at tiny sizes (with longer limits: a rehearsal, on a loaded CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +39,9 @@ PY=${PYTHON:-$(command -v python3 || command -v python)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HPA_TUNE_OFFLINE=1 RAY_AIR_NEW_OUTPUT=0
 export PYTHONUNBUFFERED=1
 export PATH="$(dirname "$PY"):$HOME/.local/bin:$PATH"
-# Time limits in seconds per step: CUDA (445 in all; sample runs beside the others) and CPU.
+# Time limits in seconds per step: CUDA (450 in all; sample runs beside the others) and CPU.
 if [ "$DEVICE" = cuda ]; then
-  LIMITS=(setup=45 throughput=110 compile=90 packing=90 search=110 sample=240)
+  LIMITS=(setup=60 throughput=100 compile=90 packing=90 search=110 sample=240)
 else
   LIMITS=(setup=300 throughput=600 compile=300 packing=300 search=600 sample=300)
 fi
