@@ -220,7 +220,7 @@ def measure_gpu_search(out: Path, trials: int, epochs: int) -> dict[str, Any]:
         return {"skipped": NO_GPU}
     from hpa_tune.data.builtin_sample.prepared import BuiltinSample, ensure_builtin_sample
 
-    shards = ensure_builtin_sample(BuiltinSample(n_train=700, n_test=20, sizes=(224,)))
+    shards = ensure_builtin_sample(BuiltinSample(n_train=700, n_test=28, sizes=(224,)))
     rows = []
     for gpus in (1.0, 0.5):
         name = f"gpu-search-{gpus:g}"
@@ -607,8 +607,8 @@ def _search_sample(device: str) -> Any:
     from hpa_tune.data.builtin_sample.prepared import BuiltinSample
 
     if device == "cuda":
-        return BuiltinSample(n_train=700, n_test=20, sizes=(224,))
-    return BuiltinSample(n_train=280, n_test=20, sizes=(32,), min_per_class=4)
+        return BuiltinSample(n_train=700, n_test=28, sizes=(224,))  # the test set holds every class
+    return BuiltinSample(n_train=280, n_test=28, sizes=(32,), min_per_class=4)
 
 
 def section_sample(out: Path, device: str) -> dict[str, Any]:

@@ -86,3 +86,15 @@ def test_the_report_tables_every_section_and_names_what_did_not_run(tmp_path, mo
     figures = json.loads((out / "gpu.json").read_text())
     assert figures["steps"][2] == ["search", "124", "110"]
     assert figures["packing"]["rows"][1]["trials"] == 4
+
+
+def test_the_search_samples_can_be_drawn_on_either_device():
+    # n_test 20 once failed on the GPU: the test set must hold each of the 28 classes once.
+    import numpy as np
+
+    from hpa_tune.data.builtin_sample.render import _draw_label_sets
+
+    for device in ("cuda", "cpu"):
+        sample = gpu_bench._search_sample(device)
+        test_min = min(sample.min_per_class, max(1, sample.n_test // 28))
+        assert len(_draw_label_sets(sample.n_test, np.random.default_rng(0), test_min)) == 28
