@@ -15,8 +15,12 @@ from bench import gpu_bench, search_efficiency, tune_overhead
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SECTIONS = ("overhead", "search", "gpu")
 NOT_RUN = "*not run yet (see `--sections`)*"
-GPU_COMMAND = "python -m bench --full --sections gpu --json bench/out/gpu.json"
-GPU_NOT_RUN = f"*not yet measured: needs a GPU session.* Command: `{GPU_COMMAND}`"
+GPU_COMMAND = "bench/gpu_run.sh"
+GPU_NOT_RUN = (
+    f"*prepared, not yet run on a GPU.* Command: `{GPU_COMMAND}` on a GPU machine (offline: "
+    "`bench/gpu_wheelhouse.sh` here first, then the two device calls in bench/README.md); "
+    "`bench/gpu_run.sh --device cpu` rehearses it on a CPU"
+)
 HEADER = [
     "## 5. `python -m bench`: Tune overhead, search efficiency, GPU fast path",
     "",
