@@ -60,7 +60,12 @@ class _Bar:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, keep: bool = True) -> None:
+        """Stop the bar; ``keep=False`` erases it (an error then stands alone on its line)."""
         if self._bar is not None:
+            self._bar.live.transient = not keep
             self._bar.stop()
             self._bar = None
 

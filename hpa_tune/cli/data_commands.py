@@ -80,25 +80,17 @@ def prepare(
         strict=strict,
         shard_bytes=shard_mb * 2**20,
     )
+    # No bar before decoding starts (a refused input prints one line only), and an error erases
+    # it: the error is then one line.
     bar, update = progress_bar("decoding")
-    started: list[bool] = []
-
-    def progress(done: int, total: int) -> None:
-        if not started:  # no bar before decoding starts: a refused input prints one line only
-            bar.start()
-            started.append(True)
-        update(done, total)
-
     prepared = False
     try:
-        result = prepare_to(raw_dir, out_dir, options, progress=progress)
+        result = prepare_to(raw_dir, out_dir, options, progress=update)
         prepared = True
     except ValueError as err:
         raise HpaTuneError(str(err)) from None
     finally:
-        if started:
-            bar.live.transient = not prepared  # an error is one line: the bar goes with it
-            bar.stop()
+        bar.close(keep=prepared)
     m = result.manifest
     click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in m.splits.items()))
     click.echo(
