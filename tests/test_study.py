@@ -79,8 +79,9 @@ def test_capsnet_and_frozen_resnet_trials_run_inside_a_real_search(
     summary = pd.read_csv(tmp_path / "mixed" / "summary.csv").set_index("param:arch")
     assert set(summary.index) == {"capsnet", "resnet18"}
     assert (summary["status"] == "completed").all()
-    # Frozen ResNet18 trains its fc only: 512 inputs x 28 classes + 28 biases.
-    assert summary.loc["resnet18", "trainable_params"] == 512 * 28 + 28
+    # Frozen ResNet18 trains its fc (512 inputs x 28 classes + 28 biases) and, on RGBY input, the
+    # stem's yellow filter (64 x 7 x 7), which must learn although the stem is frozen.
+    assert summary.loc["resnet18", "trainable_params"] == 512 * 28 + 28 + 64 * 7 * 7
     assert summary.loc["capsnet", "trainable_params"] > 100_000
 
 
