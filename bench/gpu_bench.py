@@ -234,17 +234,7 @@ def measure_gpu_search(out: Path, trials: int, epochs: int) -> dict[str, Any]:
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
         wall = time.perf_counter() - start
-        rows.append(
-            {
-                "gpus_per_trial": gpus,
-                "trials": trials,
-                "max_epochs": epochs,
-                "wall_s": wall,
-                "trials_per_hour": trials * 3600 / wall,
-                "exit_code": done.returncode,
-                "output_tail": (done.stdout + done.stderr)[-2000:],
-            }
-        )
+        rows.append(_search_row(gpus, trials, epochs, wall, done))
     return {"gpu": torch.cuda.get_device_name(0), "command": " ".join(command), "rows": rows}
 
 
@@ -642,17 +632,7 @@ def section_search(out: Path, device: str) -> dict[str, Any]:
         "gpu": _gpu_name(device),
         "command": " ".join(command),
         "sample_render_s": render_s,
-        "rows": [
-            {
-                "gpus_per_trial": float(gpus),
-                "trials": trials,
-                "max_epochs": epochs,
-                "wall_s": wall,
-                "trials_per_hour": trials * 3600 / wall,
-                "exit_code": done.returncode,
-                "output_tail": (done.stdout + done.stderr)[-2000:],
-            }
-        ],
+        "rows": [_search_row(float(gpus), trials, epochs, wall, done)],
     }
     _dump(out, "search", result)
     return result
@@ -779,3 +759,18 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _search_row(
+    gpus: float, trials: int, epochs: int, wall: float, done: subprocess.CompletedProcess
+) -> dict[str, Any]:
+    """One row of a GPU search table: the budget, its wall time and how the command ended."""
+    return {
+        "gpus_per_trial": gpus,
+        "trials": trials,
+        "max_epochs": epochs,
+        "wall_s": wall,
+        "trials_per_hour": trials * 3600 / wall,
+        "exit_code": done.returncode,
+        "output_tail": (done.stdout + done.stderr)[-2000:],
+    }
