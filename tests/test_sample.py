@@ -284,3 +284,31 @@ def test_interrupted_write_leaves_no_sample_behind(
     with pytest.raises(KeyboardInterrupt):
         write_kaggle_sample(tmp_path / "hpa", 28, 28, size=32, min_per_class=1, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_processes_preparing_the_sample_at_once_share_one_render(tmp_path: Path) -> None:
+    """A second driver (or test worker) that asks for the built-in sample while the first renders
+    it waits and reuses the finished sample; it never deletes the first one's work in progress."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from hpa_tune.data.builtin_sample.prepared import BuiltinSample, ensure_builtin_sample\n"
+        "s = BuiltinSample(n_train=60, n_test=30, min_per_class=2, sizes=(32,))\n"
+        "print(ensure_builtin_sample(s, log=print))\n"
+    )
+    env = {**os.environ, "HPA_TUNE_CACHE": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    printed = [out.decode().splitlines() for out, _ in outputs]
+    assert printed[0][-1] == printed[1][-1]  # the same prepared directory
+    renders = sum(any(line.startswith("rendering") for line in lines) for lines in printed)
+    assert renders == 1
+    assert (Path(printed[0][-1]) / "manifest.json").is_file()

@@ -22,15 +22,12 @@ it (Linux keeps a deleted file's pages while mapped), and the next one rebuilds 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +41,7 @@ from hpa_tune.data.shards import MANIFEST_NAME, ShardInfo, ShardManifest
 from hpa_tune.errors import NotRetryableError
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.cache import cache_root
+from hpa_tune.storage.local_lock import exclusive_lock
 
 log = logging.getLogger(__name__)
 EVENTS_FILE, USED_FILE = "events.log", "last_used"
@@ -126,20 +124,6 @@ def _mapped(entry: Path, split: str) -> SplitArrays:
     )
 
 
-@contextmanager
-def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    with path.open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _fetch_verified(cache: NodeCache, data: str, shard: ShardInfo) -> bytes:
     """The shard's bytes with the manifest's sha256; one refetch on a mismatch."""
     location = storage.join(data, shard.path)
@@ -214,7 +198,7 @@ def evict(cache: NodeCache, keep: Path | None = None) -> list[Path]:
             break
         if entry == keep:
             continue
-        with _locked(entry.with_name(entry.name + ".lock"), blocking=False) as got:
+        with exclusive_lock(entry.with_name(entry.name + ".lock"), blocking=False) as got:
             if not got:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
@@ -261,7 +245,7 @@ def _open_split(
         (entry / USED_FILE).touch()
         cache.event("hit", f"{split}@{size} {data}")
     else:
-        with _locked(entry.with_name(entry.name + ".lock")):
+        with exclusive_lock(entry.with_name(entry.name + ".lock")):
             if ids_path.exists():  # another process decoded it while this one waited
                 cache.event("hit", f"{split}@{size} {data} (after waiting)")
             else:

@@ -15,6 +15,7 @@ from hpa_tune.data.builtin_sample.render import write_kaggle_sample
 from hpa_tune.data.prepare import PrepareOptions, prepare
 from hpa_tune.data.shards import MANIFEST_NAME
 from hpa_tune.storage.cache import cache_root
+from hpa_tune.storage.local_lock import exclusive_lock
 
 SAMPLE_VERSION = 2
 
@@ -55,6 +56,21 @@ def ensure_builtin_sample(
     if cached is not None:
         return cached
     root = cache_root() / sample.key()
+    # One process renders; another that asks meanwhile (a second driver, a test worker) waits for
+    # it and then finds the finished sample instead of deleting the first one's work in progress.
+    with exclusive_lock(root.with_name(root.name + ".lock")):
+        cached = cached_builtin_sample(sample)
+        if cached is not None:
+            return cached
+        return _render_and_prepare(sample, root, progress, log)
+
+
+def _render_and_prepare(
+    sample: BuiltinSample,
+    root: Path,
+    progress: Callable[[int, int], None] | None,
+    log: Callable[[str], None],
+) -> Path:
     shards = root / "shards"
     raw = root / "raw"
     if not (raw / "train.csv").is_file():
