@@ -44,9 +44,9 @@ def _commit() -> str:
     return run.stdout.strip()
 
 
-def seed_data(work: Path, seed: int, n: int, size: int, epochs: int, log: Path) -> dict[str, Any]:
-    """Generate + prepare + hand CNN for one data seed, reusing what WORK already holds."""
-    raw, shards, hand = work / f"raw{seed}", work / f"shards{seed}", work / f"hand{seed}.json"
+def seed_shards(work: Path, seed: int, n: int, size: int, log: Path) -> Path:
+    """Generate + prepare one data seed's Kaggle-layout data (at 64 px), reusing WORK's copy."""
+    raw, shards = work / f"raw{seed}", work / f"shards{seed}"
     py = sys.executable
     if not (shards / "manifest.json").is_file():
         _sh(
@@ -77,6 +77,13 @@ def seed_data(work: Path, seed: int, n: int, size: int, epochs: int, log: Path) 
             ],
             log,
         )
+    return shards
+
+
+def seed_data(work: Path, seed: int, n: int, size: int, epochs: int, log: Path) -> dict[str, Any]:
+    """Generate + prepare + hand CNN for one data seed, reusing what WORK already holds."""
+    shards, hand = seed_shards(work, seed, n, size, log), work / f"hand{seed}.json"
+    py = sys.executable
     if not hand.is_file():
         _sh(
             [

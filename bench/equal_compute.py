@@ -1,0 +1,197 @@
+"""Search + refit against the space's default configuration trained alone for the same compute.
+
+What a user buys with ``hpa-tune run`` is compute turned into a model. The fair opponent is not
+a hand CNN but the space's own known-good default (its first ``points_to_evaluate``) trained for
+as many epochs as the search and the refit spent together. For each data seed:
+
+1. ``bench/foreign_data.py`` renders Kaggle-layout data nobody tuned on; ``hpa-tune prepare``
+   shards it (reused from WORK when present, as ``bench/vs_hand.py`` does).
+2. **search arm**: ``hpa-tune run SPACE --num-samples N --max-epochs E``. Its compute is every
+   trial-epoch in ``history.csv`` plus the epochs its refit retrained (0 for a member that reused
+   a trial's checkpoint), each epoch weighted by (its image size / the full size)^2 when a space
+   varies the resolution.
+3. **default arm**: the same space with every parameter fixed at the default point, one trial of
+   as many epochs as the search arm spent (rounded up), its refit reusing that trial's checkpoint
+   (``refit_epochs_factor: 1``), so it spends the same compute on one configuration.
+
+Both arms choose everything on val and are scored once on the holdout
+(``refit/metrics.json``'s ``holdout_macro_f1_tuned``). Use data seeds the space's defaults were
+not chosen on (the shipped defaults were compared on seeds 0-4; this bench's default seeds are
+10-14).
+
+    python bench/equal_compute.py --work /tmp/eqc --seeds 10 11 12 13 14 \\
+        --json bench/results/equal_compute.json --md bench/results/equal_compute.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._machine import describe, machine_info  # noqa: E402
+from bench.vs_hand import _commit, product_run, seed_shards  # noqa: E402
+
+
+def search_compute(exp: Path, full_size: int) -> float:
+    """Trial-epochs the search and its refit spent, each weighted by (size / full_size)^2."""
+    total = 0.0
+    with (exp / "history.csv").open() as f:
+        for row in csv.DictReader(f):
+            size = float(row.get("image_size") or full_size)
+            total += (size / full_size) ** 2
+    members = json.loads((exp / "refit" / "ensemble.json").read_text())["members"]
+    for member in members:
+        if member.get("reused_trial_checkpoint"):
+            continue
+        cfg = json.loads((exp / "refit" / member["dir"] / "config.json").read_text())
+        total += _config_compute(cfg, full_size)
+    return total
+
+
+def _config_compute(cfg: dict[str, Any], full_size: int) -> float:
+    """Pixel-weighted epochs of one training run of ``cfg`` (its size schedule if it has one)."""
+    schedule = cfg.get("size_schedule")
+    if not schedule:
+        return cfg["max_epochs"] * (cfg["image_size"] / full_size) ** 2
+    total, start = 0.0, 0
+    for last_epoch, size in schedule:
+        end = min(int(last_epoch), cfg["max_epochs"])
+        total += max(end - start, 0) * (size / full_size) ** 2
+        start = end
+    return total + max(cfg["max_epochs"] - start, 0) * (schedule[-1][1] / full_size) ** 2
+
+
+def default_space(space_path: Path, out: Path) -> tuple[Path, int]:
+    """The space with every parameter fixed at its first ``points_to_evaluate``; one trial,
+    refit on that trial's checkpoint. Returns the written path and the full image size."""
+    space = yaml.safe_load(space_path.read_text())
+    point = space["points_to_evaluate"][0]
+    fixed = dict(space.get("fixed", {}))
+    for name, spec in space.get("params", {}).items():
+        if name in point:
+            fixed[name] = point[name]
+        elif "default" in spec:
+            fixed[name] = spec["default"]
+        else:
+            raise SystemExit(f"{space_path}: params.{name} has no value in points_to_evaluate[0]")
+    space["fixed"] = fixed
+    space["params"] = {}
+    space["points_to_evaluate"] = []
+    space["refit_epochs_factor"] = 1
+    space.pop("fidelity", None)
+    space["description"] = f"{space.get('description', '')} (default point only)"
+    out.write_text(yaml.safe_dump(space, sort_keys=False))
+    return out, int(fixed.get("image_size", 64))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Per-seed holdout macro F1 of both arms, their compute and the difference; then the means."""
+    out = [
+        "| seed | compute (epochs) | search + refit | default alone | search - default | winner |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        s, d = r["search"], r["default"]
+        out.append(
+            f"| {r['seed']} | {r['compute']:.1f} | {s['holdout_macro_f1_tuned']:.4f} | "
+            f"{d['holdout_macro_f1_tuned']:.4f} | {r['margin']:+.4f} | "
+            f"{'default point' if r['winner_is_default'] else 'other trial'} |"
+        )
+    margins = [r["margin"] for r in rows]
+    spread = statistics.stdev(margins) if len(margins) > 1 else math.nan
+    out.append(
+        f"| mean | {statistics.mean(r['compute'] for r in rows):.1f} | "
+        f"{statistics.mean(r['search']['holdout_macro_f1_tuned'] for r in rows):.4f} | "
+        f"{statistics.mean(r['default']['holdout_macro_f1_tuned'] for r in rows):.4f} | "
+        f"{statistics.mean(margins):+.4f} (sd {spread:.4f}) | "
+        f"search won {sum(m > 0 for m in margins)} / {len(rows)} |"
+    )
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14])
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
+    parser.add_argument("--label", default="eq")
+    parser.add_argument("--num-samples", type=int, default=6)
+    parser.add_argument("--max-epochs", type=int, default=12)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--md", type=Path)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / f"{args.label}.log"
+    commit = _commit()
+    default_path, full_size = default_space(
+        args.space, args.work / f"{args.label}-default_space.yaml"
+    )
+    rows = []
+    for seed in args.seeds:
+        seed_shards(args.work, seed, args.n, args.size, log)
+        label = f"{args.label}-search"
+        search = product_run(
+            args.work, seed, str(args.space), label, args.num_samples, args.max_epochs, [], log
+        )
+        compute = search_compute(args.work / "runs" / f"{label}-seed{seed}", full_size)
+        default = product_run(
+            args.work,
+            seed,
+            str(default_path),
+            f"{args.label}-default",
+            1,
+            math.ceil(compute),
+            [],
+            log,
+        )
+        space = yaml.safe_load(args.space.read_text())
+        point = space["points_to_evaluate"][0]
+        winner = search["winner_params"] or {}
+        rows.append(
+            {
+                "seed": seed,
+                "compute": compute,
+                "search": search,
+                "default": default,
+                "margin": search["holdout_macro_f1_tuned"] - default["holdout_macro_f1_tuned"],
+                "winner_is_default": all(winner.get(k) == v for k, v in point.items()),
+            }
+        )
+        print(markdown(rows), flush=True)
+    info = machine_info()
+    result = {
+        "machine": info,
+        "commit": commit,
+        "command": "python bench/equal_compute.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "rows": rows,
+    }
+    table = markdown(rows)
+    print(describe(info))
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(
+            f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}"
+        )
+
+
+if __name__ == "__main__":
+    main()
