@@ -1,6 +1,7 @@
 """The body of a Ray streaming-generator task that reports as it works: the work runs in a thread
 and hands events to ``emit``; the task yields them as they come (so the driver sees log lines and
-epochs while the work goes on), and re-raises the work's exception, which Ray hands to the driver.
+epochs while the work goes on), and re-raises the work's exception, which Ray hands to the driver
+(``raise_task_error`` turns a project error back into its one line there).
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
+
+from hpa_tune.errors import HpaTuneError
 
 # ("log", line) | ("progress", ...) | a result ("refit", ...), ("member", ...) | ("done",)
 Event = tuple[Any, ...]
@@ -33,3 +36,10 @@ def stream_events(work: Callable[[Callable[[Event], None]], None], name: str) ->
         yield event
         if event[0] == "done":
             return
+
+
+def raise_task_error(exc: Any) -> NoReturn:
+    """Re-raise a Ray task's ``HpaTuneError`` as itself (one line for the user), else ``exc``."""
+    if isinstance(exc.cause, HpaTuneError):
+        raise exc.cause from None
+    raise exc

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from hpa_tune.ray_layer.cluster_resources import TrialResources
-from hpa_tune.ray_layer.event_stream import Event, stream_events
+from hpa_tune.ray_layer.event_stream import Event, raise_task_error, stream_events
 from hpa_tune.refit.members import Candidate, TrainedMember, failure_reason
 from hpa_tune.refit.retrain import Progress
 
@@ -107,8 +107,6 @@ def train_members_on_ray(
         HpaTuneError: a task failed with one outside the member failures the refit skips.
     """
     import ray
-
-    from hpa_tune.ray_layer.remote_refit import raise_task_error
 
     task = ray.remote(member_events).options(
         num_returns="streaming", num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0

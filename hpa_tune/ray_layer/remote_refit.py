@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from hpa_tune.errors import HpaTuneError
 from hpa_tune.experiment_files import BEST_FILE, RUN_FILE, SPACE_FILE, SUMMARY_FILE
 from hpa_tune.ray_layer.cluster_resources import TrialResources, resolve_trial_resources
-from hpa_tune.ray_layer.event_stream import Event, stream_events
+from hpa_tune.ray_layer.event_stream import Event, raise_task_error, stream_events
 from hpa_tune.refit.members import TrainedMember, needs_retraining
 from hpa_tune.refit.retrain import Progress, RefitResult, refit_candidates
 from hpa_tune.search.experiment import absolute_location, read_run
@@ -89,13 +88,6 @@ def refit_events(
     )
 
 
-def raise_task_error(exc: Any) -> NoReturn:
-    """Re-raise a Ray task's ``HpaTuneError`` as itself (one line for the user), else ``exc``."""
-    if isinstance(exc.cause, HpaTuneError):
-        raise exc.cause from None
-    raise exc
-
-
 def refit_resources(exp_dir: Path) -> TrialResources:
     """The resources of the experiment's trials (so of its winner), checked against this cluster."""
     from hpa_tune.ray_layer.cluster import autoscaler_node_types, live_node_resources
@@ -165,7 +157,8 @@ def refit_on_ray(
     )
     result: RefitResult | None = None
     try:
-        stream = task.remote(location, all_trials, max(1, int(res.cpus)), top_k, tta, trained)  # type: ignore[call-arg]
+        threads = max(1, int(res.cpus))
+        stream = task.remote(location, all_trials, threads, top_k, tta, trained)  # type: ignore[call-arg]
         for ref in stream:  # type: ignore[attr-defined]  # a streaming generator, not one ref
             event = ray.get(ref)
             if event[0] == "log":
