@@ -1,6 +1,7 @@
 """The cluster path on one machine: Ray's autoscaler (``fake_multinode``, from cluster/local.yaml)
-adds GPU worker nodes for 1-GPU trials, the trials and the refit run on them, and the driver
-joins with only ``RAY_ADDRESS`` and a token file (Ray's token authentication)."""
+adds GPU worker nodes for 1-GPU trials, the trials and the refit run on them (a refit's members
+each as a Ray task of its own, at once), and the driver joins with only ``RAY_ADDRESS`` and a
+token file (Ray's token authentication)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from hpa_tune.search.experiment import write_run
+from hpa_tune.search.planning import RunOptions, plan_run
+from hpa_tune.search.results import write_results
+from hpa_tune.search.trial_table import TrialRecord
 from tests.conftest import SEARCH_SPACE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -195,3 +200,89 @@ def test_joining_without_the_token_says_in_one_line_what_is_missing(
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: RAY_ADDRESS=") and "no Ray auth token found" in last
     assert "ray get-auth-token" in last
+
+
+# Two learning rates that learn, and one so absurd that SGD's loss is non-finite in epoch 1.
+STEADY, OTHER, DIVERGES = 1e-3, 3e-3, 1e30
+
+
+def _hand_made_experiment(tmp_path: Path, sample_shards: Path) -> Path:
+    """A finished 1-GPU-per-trial experiment written from hand-made trial records (no search, no
+    checkpoints: the refit retrains every member), ranked steady, other, lucky."""
+    space = {
+        "metric": "val_macro_f1",
+        "mode": "max",
+        "budget": {"num_samples": 3, "max_epochs": 2},
+        "scheduler": {"type": "fifo"},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1},
+        "fixed": {
+            "image_size": 32,
+            "channels": "rgb",
+            "arch": "baseline_cnn",
+            "batch_size": 16,
+            "optimizer": "sgd",
+        },
+        "params": {"lr": {"type": "categorical", "choices": [STEADY, OTHER, DIVERGES]}},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    plan = plan_run(
+        RunOptions(space_path=path, storage=tmp_path / "runs", name="members"),
+        sample_shards,
+        builtin_sample=False,
+    )
+    plan.exp_dir.mkdir(parents=True)
+    write_run(plan.exp_dir, plan.record, plan.spec)
+    records = [
+        TrialRecord(
+            trial_id,
+            {"lr": lr},
+            "baseline_cnn",
+            [
+                {"epoch": e, "val_macro_f1": v, "val_loss": 1.0, "train_loss": 1.0}
+                for e, v in enumerate(scores, start=1)
+            ],
+        )
+        for trial_id, lr, scores in (
+            ("steady", STEADY, [0.3, 0.5]),
+            ("other", OTHER, [0.3, 0.45]),
+            ("lucky", DIVERGES, [0.2, 0.4]),
+        )
+    ]
+    write_results(plan, records)
+    return plan.exp_dir
+
+
+def test_refit_members_train_at_once_as_ray_tasks_and_one_that_diverges_is_skipped(
+    fake_cluster, sample_shards, tmp_path
+):
+    _, env = fake_cluster
+    exp = _hand_made_experiment(tmp_path, sample_shards)
+    run = subprocess.run(
+        [sys.executable, "-m", "hpa_tune.cli", "refit", str(exp), "--top-k", "3", "--no-tta"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    print(run.stdout)
+    assert "refit: 3 members retrain as Ray tasks of their own, each with 1 CPU and 1 GPU" in (
+        run.stdout
+    )
+    # The same warning as when the members train one after another in one process.
+    assert (
+        "warning: refit: member 3/3 skipped, retraining trial lucky failed: "
+        "non-finite train loss at epoch 1" in run.stdout
+    )
+    metrics = json.loads((exp / "refit" / "metrics.json").read_text())
+    assert metrics["candidates"] == ["steady", "other"]
+    tasks = metrics["member_tasks"]
+    assert sorted(tasks) == ["other", "steady"]
+    a, b = tasks["steady"], tasks["other"]
+    # Each member trained on a GPU node of its own, or at least at the same time as the other.
+    assert HEAD_NODE_ID not in {a["node_id"], b["node_id"]}
+    overlap = a["started"] < b["ended"] and b["started"] < a["ended"]
+    assert a["node_id"] != b["node_id"] or overlap, tasks
+    ensemble = json.loads((exp / "refit" / "ensemble.json").read_text())
+    assert [m["ray_task"] for m in ensemble["members"]] == [a, b]

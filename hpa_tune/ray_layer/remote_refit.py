@@ -10,22 +10,20 @@ streaming generator).
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hpa_tune.errors import HpaTuneError
-from hpa_tune.experiment_files import RUN_FILE, SPACE_FILE
+from hpa_tune.experiment_files import BEST_FILE, RUN_FILE, SPACE_FILE, SUMMARY_FILE
 from hpa_tune.ray_layer.cluster_resources import TrialResources, resolve_trial_resources
-from hpa_tune.refit.retrain import Progress, RefitResult
+from hpa_tune.ray_layer.event_stream import Event, raise_task_error, stream_events
+from hpa_tune.refit.members import TrainedMember, needs_retraining
+from hpa_tune.refit.retrain import Progress, RefitResult, refit_candidates
 from hpa_tune.search.experiment import absolute_location, read_run
 from hpa_tune.storage import filesystems as storage
 from hpa_tune.storage.staging import local_experiment
 
-# ("log", line) | ("progress", done, total) | ("refit", RefitResult) | ("done",)
-Event = tuple[Any, ...]
+# Events: ("log", line) | ("progress", done, total) | ("refit", RefitResult) | ("done",)
 
 
 def _run_refit(
@@ -35,6 +33,7 @@ def _run_refit(
     emit: Callable[[Event], None],
     top_k: int | None = None,
     tta: bool | None = None,
+    trained: Mapping[str, TrainedMember] | None = None,
 ) -> None:
     """The work of the task: refit, then optionally score every trial; reports through ``emit``."""
     import torch
@@ -61,6 +60,7 @@ def _run_refit(
             node_id=node_id,
             top_k=top_k,
             tta=tta,
+            trained=trained,
         )
         if all_trials:
             score_trials(exp_dir, None, log=log)
@@ -79,25 +79,13 @@ def refit_events(
     threads: int,
     top_k: int | None = None,
     tta: bool | None = None,
+    trained: Mapping[str, TrainedMember] | None = None,
 ) -> Iterator[Event]:
     """The Ray task (a streaming generator): the refit runs in a thread, its events are yielded."""
-    events: queue.Queue[Event] = queue.Queue()
-
-    def work() -> None:
-        try:
-            _run_refit(exp_dir, all_trials, threads, events.put, top_k, tta)
-            events.put(("done",))
-        except BaseException as exc:  # re-raised in the generator, so Ray hands it to the driver
-            events.put(("error", exc))
-
-    threading.Thread(target=work, name="hpa-refit", daemon=True).start()
-    while True:
-        event = events.get()
-        if event[0] == "error":
-            raise event[1]
-        yield event
-        if event[0] == "done":
-            return
+    yield from stream_events(
+        lambda emit: _run_refit(exp_dir, all_trials, threads, emit, top_k, tta, trained),
+        name="hpa-refit",
+    )
 
 
 def refit_resources(exp_dir: Path) -> TrialResources:
@@ -107,6 +95,33 @@ def refit_resources(exp_dir: Path) -> TrialResources:
     record, _ = read_run(exp_dir)
     return resolve_trial_resources(
         record.cpus_per_trial, record.gpus_per_trial, live_node_resources(), autoscaler_node_types()
+    )
+
+
+def _members_first(
+    exp_dir: Path,
+    top_k: int | None,
+    res: TrialResources,
+    log: Callable[[str], Any],
+    progress: Progress | None,
+) -> dict[str, TrainedMember] | None:
+    """The members the refit must retrain, each trained as a Ray task of its own, when there are
+    ``PARALLEL_FROM`` or more of them (else ``None``: the refit task trains them itself). Done
+    before the refit task is submitted, which holds a trial's resources while it runs."""
+    from hpa_tune.ray_layer.remote_members import PARALLEL_FROM, train_members_on_ray
+
+    candidates = refit_candidates(exp_dir, top_k)
+    todo = needs_retraining(candidates)
+    if len(todo) < PARALLEL_FROM:
+        return None
+    record, spec = read_run(exp_dir)
+    positions = {c.trial_id: f"{i + 1}/{len(candidates)}" for i, c in enumerate(candidates)}
+    log(
+        f"refit: {len(todo)} members retrain as Ray tasks of their own, each with "
+        f"{res.cpus:g} CPU and {res.gpus:g} GPU"
+    )
+    return train_members_on_ray(
+        todo, positions, record.data_dir, res, spec.metric, spec.mode, log, progress
     )
 
 
@@ -120,6 +135,9 @@ def refit_on_ray(
 ) -> RefitResult:
     """Run ``refit`` (and ``score_trials`` when ``all_trials``) as a Ray task; joins Ray if needed.
 
+    When two or more members must be retrained, each first trains as a Ray task of its own
+    (``remote_members``), all at once; the refit task then takes them as trained.
+
     Raises:
         HpaTuneError: the refit failed with one (bad experiment directory, missing data, ...).
     """
@@ -129,15 +147,18 @@ def refit_on_ray(
 
     init_ray()
     location = absolute_location(storage.location_arg(exp_dir))
-    with local_experiment(location, upload=False, only=(RUN_FILE, SPACE_FILE)) as local:
+    only = (RUN_FILE, SPACE_FILE, SUMMARY_FILE, BEST_FILE)
+    with local_experiment(location, upload=False, only=only) as local:
         res = refit_resources(local)
+        trained = _members_first(local, top_k, res, log, progress)
     log(f"refit: a Ray task with {res.cpus:g} CPU and {res.gpus:g} GPU (the trials' resources)")
     task = ray.remote(refit_events).options(
         num_returns="streaming", num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0
     )
     result: RefitResult | None = None
     try:
-        stream = task.remote(location, all_trials, max(1, int(res.cpus)), top_k, tta)  # type: ignore[call-arg]
+        threads = max(1, int(res.cpus))
+        stream = task.remote(location, all_trials, threads, top_k, tta, trained)  # type: ignore[call-arg]
         for ref in stream:  # type: ignore[attr-defined]  # a streaming generator, not one ref
             event = ray.get(ref)
             if event[0] == "log":
@@ -147,8 +168,6 @@ def refit_on_ray(
             elif event[0] == "refit":
                 result = event[1]
     except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, HpaTuneError):
-            raise exc.cause from None
-        raise
+        raise_task_error(exc)
     assert result is not None, "the refit task ended without a result"
     return result

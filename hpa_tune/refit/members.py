@@ -4,6 +4,9 @@ on train (best val epoch kept), or reused when its trial already did exactly tha
 A trial's kept checkpoint is reused when the trial ran to ``max_epochs`` (ASHA did not stop it)
 and the configuration saved beside it equals the replayed one: retraining it with the same seed
 would select the same epoch of the same run.
+
+Members are retrained here one after another, or elsewhere beforehand (on a cluster, one Ray task
+each: ``ray_layer.remote_members``) and handed in as ``TrainedMember``s.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from hpa_tune.experiment_files import (
 from hpa_tune.search.experiment import BestTrial
 from hpa_tune.search.space import SpaceSpec, replay
 from hpa_tune.search.trial_table import COMPLETED, ERROR
+from hpa_tune.train.build import build_model, default_device
 from hpa_tune.train.checkpoint import load_checkpoint_model
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import NonFiniteLossError
@@ -51,6 +55,27 @@ class Member:
     best_epoch: int
     history: list[dict[str, Any]]
     reused: bool
+    # Where and when it trained when a Ray task trained it: node_id, started, ended (epoch s).
+    task: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainedMember:
+    """A member retrained before the refit (a Ray task of its own): its best epoch's weights (on
+    the CPU) or, when retraining failed, why; and the node and wall times it trained at."""
+
+    trial_id: str
+    weights: dict[str, torch.Tensor] | None
+    best_epoch: int = 0
+    history: list[dict[str, Any]] | None = None
+    failure: str | None = None
+    node_id: str | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    def task(self) -> dict[str, Any]:
+        """Where and when it trained, as the refit records it."""
+        return {"node_id": self.node_id, "started": self.started, "ended": self.ended}
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,11 @@ def _reusable_checkpoint(candidate: Candidate) -> Path | None:
     return checkpoint if saved == candidate.cfg else None
 
 
+def needs_retraining(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates the refit must train (no reusable trial checkpoint), in their order."""
+    return [c for c in candidates if _reusable_checkpoint(c) is None]
+
+
 def _trial_history(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     path = exp_dir / HISTORY_FILE
     if not path.is_file():
@@ -188,6 +218,36 @@ def train_best_epoch(
 MEMBER_FAILURES = (NonFiniteLossError, HpaTuneError, torch.OutOfMemoryError)
 
 
+def failure_reason(trial_id: str, err: BaseException | str) -> str:
+    """The one line that says why retraining a member failed (its warning and error text)."""
+    why = err if isinstance(err, str) else _one_line(err)
+    return f"retraining trial {trial_id} failed: {why}"
+
+
+def retrain_member(
+    cand: Candidate,
+    data: TrialData,
+    log: Any = print,
+    progress: Callable[[int], None] | None = None,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
+) -> TrainedMember:
+    """Retrain one candidate (``train_best_epoch``) and keep its best weights on the CPU, or the
+    reason when it fails with one of ``MEMBER_FAILURES`` (the refit then skips it)."""
+    try:
+        model, best_epoch, history = train_best_epoch(cand.cfg, data, log, progress, metric, mode)
+    except MEMBER_FAILURES as err:
+        return TrainedMember(cand.trial_id, None, failure=failure_reason(cand.trial_id, err))
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return TrainedMember(cand.trial_id, weights, best_epoch, history)
+
+
+def _model_from_weights(cfg: TrialConfig, weights: dict[str, torch.Tensor]) -> nn.Module:
+    model = build_model(cfg.model_copy(update={"pretrained": "none"})).to(default_device())
+    model.load_state_dict(weights)
+    return model
+
+
 def obtain_members(
     exp_dir: Path,
     candidates: list[Candidate],
@@ -196,22 +256,30 @@ def obtain_members(
     progress: Progress | None = None,
     metric: str = "val_macro_f1",
     mode: str = "max",
+    trained: Mapping[str, TrainedMember] | None = None,
 ) -> list[Member]:
-    """Reuse or retrain each candidate (keeping its best epoch by the search's ``metric``);
-    ``progress(epochs_done, epochs_total)`` over all of them.
+    """Reuse, take from ``trained`` (by trial id: retrained beforehand, e.g. as Ray tasks) or
+    retrain here each candidate (keeping its best epoch by the search's ``metric``);
+    ``progress(epochs_done, epochs_total)`` over those retrained here.
 
-    A member whose retraining fails (``MEMBER_FAILURES``) is skipped with a warning while
-    others remain.
+    A member whose retraining fails (``MEMBER_FAILURES``, here or where it was trained) is
+    skipped with a warning while others remain.
 
     Raises:
         HpaTuneError: every member failed (one line per the first failure's trial and reason).
     """
+    trained = trained or {}
     reusable = [_reusable_checkpoint(c) for c in candidates]
-    total = sum(c.cfg.max_epochs for c, r in zip(candidates, reusable, strict=True) if r is None)
+    total = sum(
+        c.cfg.max_epochs
+        for c, r in zip(candidates, reusable, strict=True)
+        if r is None and c.trial_id not in trained
+    )
     done = 0
     members = []
     failures: list[str] = []
     for i, (cand, checkpoint) in enumerate(zip(candidates, reusable, strict=True)):
+        task = None
         if checkpoint is not None:
             log(
                 f"refit: member {i + 1}/{len(candidates)} reuses trial {cand.trial_id}'s checkpoint"
@@ -219,6 +287,17 @@ def obtain_members(
             model, _ = load_checkpoint_model(checkpoint)
             best_epoch = int(cand.row.get("best_epoch") or cand.cfg.max_epochs)
             history = _trial_history(exp_dir, cand.trial_id)
+        elif cand.trial_id in trained:
+            done_elsewhere = trained[cand.trial_id]
+            task = done_elsewhere.task()
+            if done_elsewhere.weights is None:
+                reason = done_elsewhere.failure or failure_reason(cand.trial_id, "no weights")
+                failures.append(reason)
+                log(f"warning: refit: member {i + 1}/{len(candidates)} skipped, {reason}")
+                continue
+            model = _model_from_weights(cand.cfg, done_elsewhere.weights)
+            best_epoch = done_elsewhere.best_epoch
+            history = list(done_elsewhere.history or [])
         else:
             log(
                 f"refit: member {i + 1}/{len(candidates)} retrains trial {cand.trial_id} "
@@ -235,13 +314,14 @@ def obtain_members(
                     cand.cfg, data, log, tick, metric, mode
                 )
             except MEMBER_FAILURES as err:
-                reason = f"retraining trial {cand.trial_id} failed: {_one_line(err)}"
+                reason = failure_reason(cand.trial_id, err)
                 failures.append(reason)
                 log(f"warning: refit: member {i + 1}/{len(candidates)} skipped, {reason}")
                 continue
             finally:
                 done += cand.cfg.max_epochs
         how = "reused" if checkpoint is not None else "retrained"
+        how += f" on node {task['node_id']}" if task else ""
         log(
             f"refit: member {i + 1}/{len(candidates)} (trial {cand.trial_id}) {how}, "
             f"best epoch {best_epoch}"
@@ -255,6 +335,7 @@ def obtain_members(
                 best_epoch,
                 history,
                 checkpoint is not None,
+                task,
             )
         )
     if not members:
@@ -284,4 +365,6 @@ def save_members(out: Path, members: list[Member]) -> list[dict[str, Any]]:
                 "reused_trial_checkpoint": member.reused,
             }
         )
+        if member.task:  # trained as a Ray task of its own: where and when (epoch seconds)
+            entries[-1]["ray_task"] = member.task
     return entries

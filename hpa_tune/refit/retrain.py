@@ -10,7 +10,7 @@ ensemble, with or without TTA, under every threshold method) — it never influe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,14 @@ from hpa_tune.experiment_files import (
     THRESHOLDS_FILE,
 )
 from hpa_tune.refit.ensemble import ensemble_mean, predict_probs
-from hpa_tune.refit.members import Member, obtain_members, save_members, top_distinct_candidates
+from hpa_tune.refit.members import (
+    Candidate,
+    Member,
+    TrainedMember,
+    obtain_members,
+    save_members,
+    top_distinct_candidates,
+)
 from hpa_tune.report.tensorboard_events import log_refit, tensorboard_dir
 from hpa_tune.scoring.ensemble_selection import EnsembleChoice, select_ensemble
 from hpa_tune.scoring.metrics import macro_f1
@@ -157,6 +164,20 @@ def _same_samples(data: TrialData, holdouts: dict[int, SplitArrays], sizes: set[
             raise ValueError(f"val/holdout samples differ between sizes {first} and {size}")
 
 
+def refit_candidates(exp_dir: Path, top_k: int | None = None) -> list[Candidate]:
+    """The ``top_k`` (default ``DEFAULT_TOP_K``) best distinct configurations a refit of
+    ``exp_dir`` ensembles, the winner first (``needs_retraining`` says which it must train).
+
+    Raises:
+        ValueError: ``top_k`` < 1.
+    """
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    record, spec = read_run(exp_dir)
+    return top_distinct_candidates(exp_dir, spec, record.constants, read_best(exp_dir), top_k)
+
+
 def refit(
     exp_dir: Path,
     data: TrialData | None = None,
@@ -166,6 +187,7 @@ def refit(
     *,
     top_k: int | None = None,
     tta: bool | None = None,
+    trained: Mapping[str, TrainedMember] | None = None,
 ) -> RefitResult:
     """Refit the ``top_k`` best distinct configurations of ``exp_dir`` and score the holdout.
 
@@ -178,18 +200,17 @@ def refit(
         node_id: the Ray node this runs on (``remote_refit``), kept in ``model_info.json``.
         top_k: ensemble size (default ``DEFAULT_TOP_K``; 1 = the winner alone).
         tta: average the 8 flips/rotations of each image (default ``DEFAULT_TTA``).
+        trained: members already retrained elsewhere, by trial id (on a cluster, each a Ray
+            task of its own: ``ray_layer.remote_members``); the others are reused or retrained
+            here, one after another.
 
     Returns:
         The refit directory and its metrics (also written to ``refit/metrics.json``).
     """
     exp_dir = Path(exp_dir)
-    top_k = DEFAULT_TOP_K if top_k is None else top_k
     tta = DEFAULT_TTA if tta is None else tta
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    candidates = refit_candidates(exp_dir, top_k)
     record, spec = read_run(exp_dir)
-    best = read_best(exp_dir)
-    candidates = top_distinct_candidates(exp_dir, spec, record.constants, best, top_k)
     data_dir = record.data_dir
     sizes = {c.cfg.image_size for c in candidates}
     if data is None or not sizes <= set(data.arrays):
@@ -198,7 +219,9 @@ def refit(
         f"refit: {len(candidates)} member(s) (trials {', '.join(c.trial_id for c in candidates)}), "
         f"TTA {'on' if tta else 'off'}"
     )
-    members = obtain_members(exp_dir, candidates, data, log, progress, spec.metric, spec.mode)
+    members = obtain_members(
+        exp_dir, candidates, data, log, progress, spec.metric, spec.mode, trained
+    )
     holdouts = {size: cached_split(data_dir, HOLDOUT, size) for size in sizes}
     _same_samples(data, holdouts, sizes)
     probs = [_member_probs(m, data, holdouts[m.cfg.image_size]) for m in members]
@@ -222,6 +245,9 @@ def refit(
     metrics["members"] = [m.trial_id for m, w in zip(members, choice.weights, strict=True) if w > 0]
     metrics["candidates"] = [m.trial_id for m in members]
     metrics["ensemble_selection"] = choice.record(metrics["candidates"])
+    tasks = {m.trial_id: m.task for m in members if m.task}
+    if tasks:  # members trained as Ray tasks of their own: on which node, from when to when
+        metrics["member_tasks"] = tasks
     metrics["holdout_samples"] = len(holdout_targets)
     metrics["trivial_holdout_macro_f1"] = trivial_baselines(
         data.split(first, TRAIN).labels, holdout_targets, members[0].cfg.seed
