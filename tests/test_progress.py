@@ -190,6 +190,8 @@ def test_a_piped_run_cuts_no_column_and_glues_no_line(piped_search):
     texts = _texts(piped_search)
     assert not [x for x in texts if "…" in x]
     assert not [x for x in texts if "0/?" in x]  # no empty progress bar
+    # Only our lines: not Ray Tune's TensorBoard logger complaining about -inf checkpoint ranks.
+    assert not [x for x in texts if "NaN or Inf" in x]
     # Every table starts on its own line: nothing before a title, one header per line.
     assert not [
         x for x in texts if "trials (best first)" in x and x.strip() != "trials (best first)"

@@ -74,6 +74,9 @@ def init_ray() -> bool:
     import ray
 
     keep_raylet_logs_in_files()
+    # Ray Tune's own per-trial TensorBoard logger warns "NaN or Inf found in input tensor." for
+    # every epoch that is not its trial's best (``checkpoint_rank`` is -inf by design): log noise.
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
