@@ -191,9 +191,10 @@ def refit(
     best = read_best(exp_dir)
     candidates = top_distinct_candidates(exp_dir, spec, record.constants, best, top_k)
     data_dir = record.data_dir
-    sizes = {c.cfg.image_size for c in candidates}
-    if data is None or not sizes <= set(data.arrays):
-        data = load_trial_data(data_dir, sorted(sizes))
+    sizes = {c.cfg.image_size for c in candidates}  # members are scored at their full size
+    trained = sizes | {s for c in candidates for s in c.cfg.training_sizes()}
+    if data is None or not trained <= set(data.arrays):
+        data = load_trial_data(data_dir, sorted(trained))
     log(
         f"refit: {len(candidates)} member(s) (trials {', '.join(c.trial_id for c in candidates)}), "
         f"TTA {'on' if tta else 'off'}"
