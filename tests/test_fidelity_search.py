@@ -53,6 +53,18 @@ def test_rung_sizes_the_data_was_not_prepared_at_are_one_line_before_any_trial(
     assert not list((tmp_path / "r").glob("x/trial_*"))
 
 
+def test_the_shipped_fidelity_space_runs_on_the_built_in_samples_sizes(tmp_path):
+    from pathlib import Path
+
+    from hpa_tune.data.builtin_sample.prepared import BuiltinSample
+    from hpa_tune.search.planning import RunOptions, plan_run
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "fidelity_space.yaml"
+    plan = plan_run(RunOptions(space, storage=tmp_path), "<built-in sample>", builtin_sample=True)
+    assert plan.record.sizes == [32, 64] and set(plan.record.sizes) <= set(BuiltinSample().sizes)
+    assert plan.record.constants["size_schedule"] == [[2, 32], [5, 64]]  # demo: 5 epochs
+
+
 @pytest.mark.ray
 def test_a_fidelity_search_continues_trials_at_each_size_then_refits_reports_and_resumes(
     ray_runtime, fidelity_shards, tmp_path

@@ -39,6 +39,7 @@ def test_train_trial_reports_every_epoch_with_the_metrics_the_search_needs(data)
         "images_per_s",
         "trainable_params",
         "best_val_macro_f1",
+        "image_size",
     }
     assert expected <= set(reports[0][0])
     assert len(reports[0][0]["val_class_f1"]) == 28
