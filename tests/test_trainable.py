@@ -100,8 +100,10 @@ def two_sizes(fidelity_shards):
     return load_trial_data(fidelity_shards, SCHEDULED.training_sizes())
 
 
-def test_each_epoch_trains_and_is_scored_at_its_scheduled_size(two_sizes):
-    outcomes = list(run_epochs(SCHEDULED, two_sizes))
+@pytest.mark.parametrize("fast_path", ["off", "on"])
+def test_each_epoch_trains_and_is_scored_at_its_scheduled_size(two_sizes, fast_path):
+    cfg = SCHEDULED.model_copy(update={"fast_path": fast_path})
+    outcomes = list(run_epochs(cfg, two_sizes))
     assert [o.metrics["image_size"] for o in outcomes] == [16, 32, 32]
     n_val = len(two_sizes.split(32, "val").labels)
     assert all(o.val.probs.shape[0] == n_val for o in outcomes)

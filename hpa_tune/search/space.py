@@ -246,10 +246,10 @@ class SpaceSpec(_Strict):
                 )
         sampling_order(self.params)  # raises on a cycle
         if self.fidelity is not None:
-            self._check_fidelity()
+            self._check_fidelity(self.fidelity)
         return self
 
-    def _check_fidelity(self) -> None:
+    def _check_fidelity(self, fidelity: FidelitySpec) -> None:
         """``fidelity.image_size`` owns the image size and needs single-bracket ASHA rungs."""
         where = "fidelity.image_size"
         if "image_size" in self.fixed or "image_size" in self.demo.fixed:
@@ -264,7 +264,7 @@ class SpaceSpec(_Strict):
         for key, budget in (("budget", self.budget), ("demo", self.demo)):
             try:
                 size_schedule(
-                    self.fidelity.image_size, s.grace_period, s.reduction_factor, budget.max_epochs
+                    fidelity.image_size, s.grace_period, s.reduction_factor, budget.max_epochs
                 )
             except ValueError as err:
                 raise ValueError(f"{where} with {key}.max_epochs: {err}") from None

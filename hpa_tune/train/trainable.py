@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -138,12 +138,12 @@ def run_epochs(
     if restore_dir:
         first_epoch, best = restore_training(Path(restore_dir), model, optimizer, device)
     trainable = count_trainable_parameters(model)
-    size, loaders = 0, (None, None)
+    size, train_batches, val_batches = 0, cast(Any, None), cast(Any, None)
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         if cfg.epoch_size(epoch) != size:  # a new rung of the size schedule: same model, new data
-            size, loaders = cfg.epoch_size(epoch), (None, None)  # the old size's arrays go first
-            loaders = _split_loaders(cfg, data, size, device, fast)
-        train_batches, val_batches = loaders
+            size = cfg.epoch_size(epoch)
+            train_batches = val_batches = None  # the old size's (device) arrays go first
+            train_batches, val_batches = _split_loaders(cfg, data, size, device, fast)
         train_batches.set_epoch(epoch)
         train = train_one_epoch(
             model, train_batches, loss_fn, optimizer, cfg, epoch - 1, len(train_batches), fast.amp
