@@ -82,6 +82,23 @@ def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "shards"
 
 
+@pytest.fixture(scope="session")
+def fidelity_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small sample (168 train + 28 test at 32 px) prepared at 16 and 32 px: the two rungs of
+    the resolution-fidelity tests."""
+    from hpa_tune.data.builtin_sample.render import write_kaggle_sample
+    from hpa_tune.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("fidelity-sample")
+    write_kaggle_sample(root / "raw", 168, 28, size=32, seed=7, min_per_class=6, workers=2)
+    prepare(
+        root / "raw",
+        root / "shards",
+        PrepareOptions(sizes=(16, 32), workers=2, expected_size=32, seed=7),
+    )
+    return root / "shards"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_caches(tmp_path_factory: pytest.TempPathFactory):
     """Every test session gets its own ``$HPA_TUNE_CACHE`` (staging) and node shard cache, set

@@ -304,3 +304,61 @@ def test_config_combinations_are_every_choice_of_the_keys_asked_for_within_their
     assert got == [("baseline_cnn", "none", 32), ("resnet18", "fc", 56), ("resnet18", "none", 32)]
     assert all("lr" not in params for params, _ in combos)
     assert combos == config_combinations(spec, dict(spec.fixed), {"arch", "freeze", "batch_size"})
+
+
+FIDELITY = {
+    "budget": {"max_epochs": 10},
+    "demo": {"max_epochs": 4},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
+    "fidelity": {"image_size": [16, 32, 64]},
+}
+
+
+def test_a_fidelity_sets_the_full_image_size_and_the_schedule_of_every_trial():
+    from hpa_tune.search.space import fidelity_constants
+
+    spec = parse_space(FIDELITY, "f.yaml")
+    constants = fidelity_constants(spec, max_epochs=10)
+    assert constants == {"image_size": 64, "size_schedule": [[1, 16], [3, 32], [10, 64]]}
+    cfg = resolve_config(spec, {}, {**constants, "max_epochs": 10})
+    assert [cfg.epoch_size(e) for e in (1, 2, 3, 4, 10)] == [16, 32, 32, 64, 64]
+    assert cfg.training_sizes() == [16, 32, 64]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fixed": {"image_size": 64}}, "fidelity.image_size sets the image size; remove image_size from fixed"),
+        ({"demo": {"max_epochs": 4, "fixed": {"image_size": 64}}}, "remove image_size from fixed"),
+        ({"params": {"size": {"type": "categorical", "choices": [32, 64], "sets": "image_size"}}}, "remove params.size"),
+        ({"scheduler": {"type": "fifo"}}, "fidelity.image_size needs scheduler type asha with brackets 1"),
+        ({"scheduler": {"type": "asha", "brackets": 2}}, "needs scheduler type asha with brackets 1"),
+        ({"fixed": {"arch": "capsnet"}}, "fidelity.image_size: capsnet is built for one input size"),
+        ({"params": {"arch": {"type": "categorical", "choices": ["resnet18", "capsnet"]}}}, "capsnet is built for one input size"),
+        ({"budget": {"max_epochs": 3}}, r"fidelity.image_size with budget.max_epochs: 3 sizes need 2 ASHA rung\(s\)"),
+        ({"demo": {"max_epochs": 3}}, "fidelity.image_size with demo.max_epochs"),
+        ({"fidelity": {"image_size": [64, 32]}}, "fidelity.image_size: sizes must increase strictly"),
+        ({"fidelity": {"image_size": [8, 32]}}, "from at least 16 px"),
+        ({"fidelity": {"image_size": [64]}}, "fidelity.image_size"),
+        ({"fidelity": {"size": [16, 32]}}, "unknown key 'fidelity.size'"),
+    ],
+)  # fmt: skip
+def test_a_fidelity_that_cannot_work_is_one_line_naming_the_key(change, message):
+    with pytest.raises(HpaTuneError, match=message) as err:
+        parse_space({**FIDELITY, **change}, "f.yaml")
+    assert str(err.value).startswith("f.yaml: ") and "\n" not in str(err.value)
+
+
+def test_a_fidelity_with_a_pinned_size_or_too_few_epochs_at_run_time_is_refused():
+    from hpa_tune.search.space import fidelity_constants
+
+    spec = parse_space(FIDELITY, "f.yaml")
+    with pytest.raises(HpaTuneError, match=r"--set image_size"):
+        fidelity_constants(pin_values(spec, {"image_size": 64}), 10)
+    with pytest.raises(HpaTuneError, match=r"fidelity.image_size: 3 sizes need 2 .*max_epochs 2"):
+        fidelity_constants(spec, 2)  # --max-epochs 2
+
+
+def test_a_space_cannot_fix_the_size_schedule_itself():
+    with pytest.raises(HpaTuneError, match=r"fixed\.size_schedule: unknown key"):
+        parse_space({"fixed": {"size_schedule": [[1, 32]]}}, "f.yaml")

@@ -39,6 +39,7 @@ def test_train_trial_reports_every_epoch_with_the_metrics_the_search_needs(data)
         "images_per_s",
         "trainable_params",
         "best_val_macro_f1",
+        "image_size",
     }
     assert expected <= set(reports[0][0])
     assert len(reports[0][0]["val_class_f1"]) == 28
@@ -88,3 +89,36 @@ def test_training_learns_the_sample_better_than_chance(data):
         ]
     )
     assert last.metrics["val_macro_f1"] > 0.05
+
+
+# Resolution as a fidelity: 16 px for epoch 1 (the first ASHA rung), then 32 px.
+SCHEDULED = CFG.model_copy(update={"max_epochs": 3, "size_schedule": ((1, 16), (3, 32))})
+
+
+@pytest.fixture(scope="module")
+def two_sizes(fidelity_shards):
+    return load_trial_data(fidelity_shards, SCHEDULED.training_sizes())
+
+
+@pytest.mark.parametrize("fast_path", ["off", "on"])
+def test_each_epoch_trains_and_is_scored_at_its_scheduled_size(two_sizes, fast_path):
+    cfg = SCHEDULED.model_copy(update={"fast_path": fast_path})
+    outcomes = list(run_epochs(cfg, two_sizes))
+    assert [o.metrics["image_size"] for o in outcomes] == [16, 32, 32]
+    n_val = len(two_sizes.split(32, "val").labels)
+    assert all(o.val.probs.shape[0] == n_val for o in outcomes)
+
+
+def test_a_trial_continues_at_the_next_size_from_the_previous_epochs_weights(two_sizes, tmp_path):
+    from hpa_tune.train.checkpoint import save_checkpoint
+
+    uninterrupted = run_epochs(SCHEDULED, two_sizes)
+    first = next(uninterrupted)
+    save_checkpoint(tmp_path, SCHEDULED, first)
+    second = next(uninterrupted)  # the same model and optimiser, now at 32 px
+    # A trial restored from its 16 px checkpoint trains epoch 2 at 32 px: it loaded the epoch-1
+    # weights, so matching the uninterrupted run shows that run went on from them too.
+    restored = next(run_epochs(SCHEDULED, two_sizes, restore_dir=str(tmp_path)))
+    assert (restored.epoch, restored.metrics["image_size"]) == (2, 32)
+    assert restored.metrics["train_loss"] == pytest.approx(second.metrics["train_loss"], rel=1e-5)
+    np.testing.assert_allclose(restored.val.probs, second.val.probs, atol=1e-5)

@@ -184,10 +184,11 @@ def check(space: Path, samples: int) -> None:
       hpa-tune check search_spaces/all_space.yaml
       hpa-tune check my_space.yaml -n 10
     """
-    from hpa_tune.search.space import load_space, preview_configs
+    from hpa_tune.search.space import fidelity_constants, load_space, preview_configs
 
     spec = load_space(space)
-    previews = preview_configs(spec, dict(spec.fixed), n=24)  # fails before anything is printed
+    fidelity = fidelity_constants(spec, spec.budget.max_epochs)
+    previews = preview_configs(spec, {**spec.fixed, **fidelity}, n=24)  # fails before printing
     click.echo(
         f"{space}: space {spec.name!r}, metric {spec.metric} ({spec.mode}), scheduler {spec.scheduler.type}, "
         f"budget {spec.budget.num_samples} trials x {spec.budget.max_epochs} epochs "
@@ -203,6 +204,9 @@ def check(space: Path, samples: int) -> None:
         target = f" -> {p.sets}" if p.sets else ""
         click.echo(f"  {name}{target}: {p.type} {dist}{cond}")
     click.echo(f"  fixed: {spec.fixed}")
+    if fidelity:
+        steps = ", ".join(f"{size} px to epoch {last}" for last, size in fidelity["size_schedule"])
+        click.echo(f"  fidelity (budget): {steps}")
     for params, _cfg in previews[:samples]:
         click.echo(f"  sample: {params}")
     click.echo("ok")

@@ -26,7 +26,7 @@ def _tune_trainable(
     config: dict[str, Any], spec: SpaceSpec, data_uri: str, threads: int, gpus: float = 1.0
 ) -> None:
     """The Ray Tune function trainable: resolve the config, map its data through this node's
-    shard cache (its image size, train + val), then hand over to ``train_trial``."""
+    shard cache (its image sizes, train + val), then hand over to ``train_trial``."""
     from ray import tune
 
     from hpa_tune.ray_layer.cluster import assigned_device, current_node_id
@@ -61,7 +61,7 @@ def _tune_trainable(
 
         device = torch.device(assigned_device())  # CPU (logged once) on a GPU without CUDA
         node_id = current_node_id()  # recorded per epoch: summary.csv/history.csv say where it ran
-        data = load_trial_data(data_uri, [cfg.image_size])
+        data = load_trial_data(data_uri, cfg.training_sizes())
 
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:

@@ -38,6 +38,7 @@ from hpa_tune.train.build import build_model, default_device
 from hpa_tune.train.checkpoint import load_checkpoint_model
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import NonFiniteLossError
+from hpa_tune.train.size_schedule import scale_schedule
 from hpa_tune.train.trainable import run_epochs
 from hpa_tune.train.trial_data import TrialData
 
@@ -111,9 +112,13 @@ def refit_epochs(max_epochs: int, factor: float) -> int:
 
 def refit_config(cfg: TrialConfig, factor: float) -> TrialConfig:
     """A trial's configuration as the refit trains it (more epochs when ``factor`` > 1, so its
-    checkpoint, saved with fewer, is not reused)."""
+    checkpoint, saved with fewer, is not reused). A size schedule (resolution fidelity) is
+    stretched with it: the same sizes in the same proportions of the longer training."""
     epochs = refit_epochs(cfg.max_epochs, factor)
-    return cfg if epochs == cfg.max_epochs else cfg.model_copy(update={"max_epochs": epochs})
+    if epochs == cfg.max_epochs:
+        return cfg
+    schedule = cfg.size_schedule and scale_schedule(cfg.size_schedule, epochs)
+    return cfg.model_copy(update={"max_epochs": epochs, "size_schedule": schedule})
 
 
 def top_distinct_candidates(
@@ -157,7 +162,14 @@ def _reusable_checkpoint(candidate: Candidate) -> Path | None:
         saved = TrialConfig(**json.loads((checkpoint / CONFIG_FILE).read_text()))
     except (OSError, ValueError):
         return None
-    return checkpoint if saved == candidate.cfg else None
+    if saved != candidate.cfg:
+        return None
+    if saved.size_schedule is None:
+        return checkpoint
+    # A checkpoint kept at a lower rung of a size schedule is retrained: members are full size.
+    best = pd.to_numeric(row.get("best_epoch"), errors="coerce")
+    best_epoch = saved.max_epochs if pd.isna(best) else int(best)
+    return checkpoint if saved.epoch_size(best_epoch) == saved.image_size else None
 
 
 def needs_retraining(candidates: list[Candidate]) -> list[Candidate]:
@@ -190,7 +202,8 @@ def train_best_epoch(
     mode: str = "max",
 ) -> tuple[nn.Module, int, list[dict[str, Any]]]:
     """Train for max_epochs and keep the epoch with the best ``metric`` (the search's, so a
-    retrained member keeps the epoch its trial's checkpoint would have kept)."""
+    retrained member keeps the epoch its trial's checkpoint would have kept); with a size
+    schedule, the best of the epochs at the full size, the one the member predicts at."""
     best_state: dict[str, Any] | None = None
     best_value: float | None = None
     best_epoch, history = 0, []
@@ -204,7 +217,8 @@ def train_best_epoch(
         )
         if progress:
             progress(outcome.epoch)
-        if improves(float(m[metric]), best_value, mode):
+        at_full_size = cfg.epoch_size(outcome.epoch) == cfg.image_size
+        if at_full_size and improves(float(m[metric]), best_value, mode):
             best_state = copy.deepcopy(outcome.model.state_dict())
             best_value, best_epoch = float(m[metric]), outcome.epoch
         model = outcome.model

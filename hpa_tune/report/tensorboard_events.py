@@ -5,7 +5,7 @@ Layout under ``EXP/tensorboard/`` (the ``--logdir`` of ``hpa-tune tensorboard``)
 - ``.`` (the root run): the HParams experiment config, i.e. every parameter of the space with
   its domain (conditional ones included) and the four table metrics.
 - ``trial_<id>/``: one run and one HParams session per trial. Per-epoch scalars (``loss/*``,
-  ``macro_f1/*``, ``macro_f1_batch_avg/*``, ``lr``, ``images_per_s`` and the 28
+  ``macro_f1/*``, ``macro_f1_batch_avg/*``, ``lr``, ``images_per_s``, ``image_size`` and the 28
   ``val_class_f1/NN_Class_name`` tags), the session start with the trial's sampled values and
   the session end when it stops. A conditional parameter whose ``when`` did not hold is absent
   from the session (an empty cell in the table), never a placeholder value.
@@ -59,6 +59,7 @@ EPOCH_SCALARS = {
     "val_macro_f1_batch_avg": "macro_f1_batch_avg/val",
     "lr": "lr",
     "images_per_s": "images_per_s",
+    "image_size": "image_size",  # changes at the rungs of a resolution fidelity
 }
 CLASS_F1 = "val_class_f1"
 EPOCHS_TAG, STATUS_TAG = "trial/epochs", "trial/status"

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
+from hpa_tune.errors import NotRetryableError
 from hpa_tune.search.experiment import RunRecord, absolute_location
 from hpa_tune.search.space import (
     SpaceSpec,
     config_combinations,
+    fidelity_constants,
     load_space,
     pin_values,
     preview_configs,
@@ -83,10 +85,16 @@ def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) ->
         pinned.update({"pretrained": "none", **spec.demo.fixed})
     pinned.update(options.overrides)
     spec = pin_values(spec, pinned)
-    constants: dict[str, Any] = {**spec.fixed, "max_epochs": max_epochs, "seed": options.seed}
+    constants: dict[str, Any] = {
+        **spec.fixed,
+        "max_epochs": max_epochs,
+        "seed": options.seed,
+        **fidelity_constants(spec, max_epochs),
+    }
     previews = preview_configs(spec, constants, n=24, seed=options.seed)
     sizes = sorted(
-        {cfg.image_size for _, cfg in previews} | set(searched_values(spec, "image_size"))
+        {size for _, cfg in previews for size in cfg.training_sizes()}
+        | set(searched_values(spec, "image_size"))
     )
     name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = RunRecord(
@@ -121,7 +129,8 @@ def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) ->
 def check_run_data(rec: RunRecord) -> dict[int, int]:
     """Train + val samples per image size of the run (from the manifest; no arrays loaded).
 
-    Checks first what every trial would otherwise fail on: each image size of the run prepared,
+    Checks first what every trial would otherwise fail on: each image size of the run (the rungs
+    of a resolution fidelity included) prepared,
     and this machine's shard cache (``$HPA_TUNE_SHARD_CACHE``, ``_GB``) usable.
 
     Raises:
@@ -130,6 +139,12 @@ def check_run_data(rec: RunRecord) -> dict[int, int]:
     from hpa_tune.data.node_cache import NodeCache  # its array views load torch
 
     manifest = ShardManifest.load(rec.data_dir)
+    if missing := [size for size in rec.sizes if size not in manifest.sizes]:
+        many = len(missing) > 1
+        raise NotRetryableError(
+            f"{rec.data_dir}: image size{'s' * many} {', '.join(map(str, missing))} "
+            f"{'were' if many else 'was'} not prepared; prepared sizes: {manifest.sizes}"
+        )
     for size in rec.sizes:
         for split in (TRAIN, VAL):
             manifest.check_prepared(rec.data_dir, split, size)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpa_tune.errors import HpaTuneError
 from hpa_tune.train.config import TrialConfig, config_keys, make_trial_config
+from hpa_tune.train.size_schedule import size_schedule
 
 Scalar = bool | int | float | str | None
 METRICS = {
@@ -161,6 +162,20 @@ def tpe_sampler(
         )
 
 
+class FidelitySpec(_Strict):
+    """Image resolution as a fidelity: ``image_size`` lists the sizes trials train at, one per
+    ASHA rung, the last the full size (``hpa_tune.train.size_schedule``)."""
+
+    image_size: list[int] = Field(min_length=2)
+
+    @field_validator("image_size")
+    @classmethod
+    def _increasing(cls, sizes: list[int]) -> list[int]:
+        if sizes != sorted(set(sizes)) or sizes[0] < 16:
+            raise ValueError(f"sizes must increase strictly, from at least 16 px (got {sizes})")
+        return sizes
+
+
 class Resources(_Strict):
     """Per-trial resources; ``max_concurrent`` caps trials running at once.
 
@@ -187,6 +202,7 @@ class SpaceSpec(_Strict):
     resources: Resources = Resources()
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    fidelity: FidelitySpec | None = None
     points_to_evaluate: list[dict[str, Scalar]] = Field(default_factory=list)
     score_all_trials: bool = (
         False  # after refit, score every trial's best checkpoint on the holdout
@@ -229,11 +245,71 @@ class SpaceSpec(_Strict):
                     f"points_to_evaluate[{i}]: unknown parameter(s) {unknown}; known: {list(self.params)}"
                 )
         sampling_order(self.params)  # raises on a cycle
+        if self.fidelity is not None:
+            self._check_fidelity(self.fidelity)
         return self
+
+    def _check_fidelity(self, fidelity: FidelitySpec) -> None:
+        """``fidelity.image_size`` owns the image size and needs single-bracket ASHA rungs."""
+        where = "fidelity.image_size"
+        if "image_size" in self.fixed or "image_size" in self.demo.fixed:
+            raise ValueError(f"{where} sets the image size; remove image_size from fixed")
+        if sampled := [n for n in self.params if self.config_key(n) == "image_size"]:
+            raise ValueError(f"{where} sets the image size; remove params.{sampled[0]}")
+        if self.scheduler.type != "asha" or self.scheduler.brackets != 1:
+            raise ValueError(f"{where} needs scheduler type asha with brackets 1 (its rungs)")
+        if capsnets := [a for a in self._arch_values() if _is_capsnet(a)]:
+            raise ValueError(f"{where}: {capsnets[0]} is built for one input size; fix image_size")
+        s = self.scheduler
+        for key, budget in (("budget", self.budget), ("demo", self.demo)):
+            try:
+                size_schedule(
+                    fidelity.image_size, s.grace_period, s.reduction_factor, budget.max_epochs
+                )
+            except ValueError as err:
+                raise ValueError(f"{where} with {key}.max_epochs: {err}") from None
+
+    def _arch_values(self) -> list[Any]:
+        """Every architecture a trial can get: fixed, or among a parameter's choices."""
+        values = [self.fixed.get("arch"), self.demo.fixed.get("arch")]
+        for name, p in self.params.items():
+            if self.config_key(name) == "arch":
+                values += p.choices or []
+        return [v for v in values if v is not None]
 
     def config_key(self, param: str) -> str:
         """The TrialConfig key a parameter fills."""
         return self.params[param].sets or param
+
+
+def _is_capsnet(arch: Any) -> bool:
+    from hpa_tune.models import get_model_info
+
+    try:
+        return get_model_info(str(arch)).family == "capsnet"
+    except ValueError:
+        return False  # an unknown name fails as a TrialConfig, naming the valid ones
+
+
+def fidelity_constants(spec: SpaceSpec, max_epochs: int) -> dict[str, Any]:
+    """The constants a resolution fidelity adds to every trial: the full ``image_size`` and the
+    ``size_schedule`` on the ASHA rungs before ``max_epochs``; none without a fidelity.
+
+    Raises:
+        HpaTuneError: the image size is pinned too (``--set``), or ``max_epochs`` (``--max-epochs``)
+            leaves fewer rungs than sizes.
+    """
+    if spec.fidelity is None:
+        return {}
+    where = f"space {spec.name!r}: fidelity.image_size"
+    if "image_size" in spec.fixed:
+        raise HpaTuneError(f"{where} sets the image size; it cannot be pinned (--set image_size)")
+    s, sizes = spec.scheduler, spec.fidelity.image_size
+    try:
+        schedule = size_schedule(sizes, s.grace_period, s.reduction_factor, max_epochs)
+    except ValueError as err:
+        raise HpaTuneError(f"{where}: {err}") from None
+    return {"image_size": sizes[-1], "size_schedule": [list(entry) for entry in schedule]}
 
 
 def _check_shared_targets(params: dict[str, ParamSpec]) -> None:

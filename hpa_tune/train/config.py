@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hpa_tune.errors import HpaTuneError
+from hpa_tune.train.size_schedule import size_at_epoch
 
 
 class TrialConfig(BaseModel):
@@ -27,6 +28,11 @@ class TrialConfig(BaseModel):
     # data
     channels: Literal["rgb", "rgby"] = Field("rgb", description="rgb (the study) or rgby (+ ER)")
     image_size: int = Field(64, ge=16, description="side in px; must be a prepared size")
+    size_schedule: tuple[tuple[int, int], ...] | None = Field(
+        None,
+        description="((last_epoch, size), ...) from the space's fidelity; set by the run, not "
+        "by a space (hpa_tune.train.size_schedule)",
+    )
     augment: bool = Field(False, description="random flips and 90° rotations")
     batch_size: int = Field(32, ge=1)
     # loss
@@ -73,7 +79,18 @@ class TrialConfig(BaseModel):
             )
         if self.loss not in list_losses():
             raise ValueError(f"unknown loss {self.loss!r}; valid losses: {list_losses()}")
+        if self.size_schedule is not None:
+            _check_size_schedule(self.size_schedule, self.image_size, info.min_size, info.family)
         return self
+
+    def epoch_size(self, epoch: int) -> int:
+        """The image size epoch ``epoch`` (1-based) trains and is scored at."""
+        return size_at_epoch(self.size_schedule, epoch, self.image_size)
+
+    def training_sizes(self) -> list[int]:
+        """Every image size the training uses (the full size last)."""
+        lower = [size for _, size in self.size_schedule or () if size != self.image_size]
+        return [*lower, self.image_size]
 
     def loss_params(self) -> dict[str, Any]:
         """Options of the chosen loss."""
@@ -92,9 +109,29 @@ class TrialConfig(BaseModel):
         return {"routing_iters": self.routing_iters} if self.arch == "capsnet" else {}
 
 
+def _check_size_schedule(
+    schedule: tuple[tuple[int, int], ...], image_size: int, min_size: int, family: str
+) -> None:
+    epochs = [epoch for epoch, _ in schedule]
+    sizes = [size for _, size in schedule]
+    if family == "capsnet":
+        raise ValueError("size_schedule: a CapsNet is built for one input size; train it at one")
+    if epochs != sorted(set(epochs)) or sizes != sorted(set(sizes)) or sizes[-1] != image_size:
+        raise ValueError(
+            f"size_schedule {schedule}: epochs and sizes must increase, ending at image_size "
+            f"{image_size}"
+        )
+    if sizes[0] < min_size:
+        raise ValueError(f"size_schedule: size {sizes[0]} is below the model's {min_size} px")
+
+
+# Set by the run from the space's ``fidelity``, never fixed or sampled by a space.
+DERIVED_KEYS = ("size_schedule",)
+
+
 def config_keys() -> list[str]:
-    """Every key a space may fix or sample (the TrialConfig fields)."""
-    return list(TrialConfig.model_fields)
+    """Every key a space may fix or sample (the TrialConfig fields the run does not derive)."""
+    return [key for key in TrialConfig.model_fields if key not in DERIVED_KEYS]
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:

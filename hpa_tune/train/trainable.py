@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,19 +28,26 @@ from hpa_tune.train.build import build_loss, build_model, default_device
 from hpa_tune.train.checkpoint import restore_training, save_checkpoint
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import PassResult, build_optimizer, predict, train_one_epoch
-from hpa_tune.train.fast_path import prepare_model, resolve_fast_path, trial_loaders
+from hpa_tune.train.fast_path import FastPath, prepare_model, resolve_fast_path, trial_loaders
 from hpa_tune.train.trial_data import TrialData
 
 ReportFn = Callable[[dict[str, Any], str | None], None]  # (metrics, checkpoint_dir or None)
 
 
 def make_loader(
-    cfg: TrialConfig, data: TrialData, split: str, train: bool, device: torch.device
+    cfg: TrialConfig,
+    data: TrialData,
+    split: str,
+    train: bool,
+    device: torch.device,
+    size: int | None = None,
 ) -> BatchLoader:
-    """Batches of one split for this config (shuffled and augmented only for training)."""
-    mean, std = data.channel_stats[cfg.image_size]
+    """Batches of one split for this config at ``size`` (default: its full ``image_size``),
+    shuffled and augmented only for training."""
+    size = size or cfg.image_size
+    mean, std = data.channel_stats[size]
     return BatchLoader(
-        data.split(cfg.image_size, split),
+        data.split(size, split),
         cfg.batch_size,
         channels=cfg.channels,
         mean=mean,
@@ -50,6 +57,25 @@ def make_loader(
         seed=cfg.seed,
         device=device,
         drop_single_last=train,
+    )
+
+
+def _split_loaders(
+    cfg: TrialConfig, data: TrialData, size: int, device: torch.device, fast: FastPath
+) -> tuple[Any, Any]:
+    """The (train, val) batches of ``cfg`` at image size ``size``."""
+    if fast.enabled:
+        return trial_loaders(
+            cfg,
+            data.split(size, TRAIN),
+            data.split(size, VAL),
+            data.channel_stats[size],
+            device,
+            fast,
+        )
+    return (
+        make_loader(cfg, data, TRAIN, True, device, size),
+        make_loader(cfg, data, VAL, False, device, size),
     )
 
 
@@ -95,6 +121,10 @@ def run_epochs(
 ) -> Iterator[EpochOutcome]:
     """Train ``cfg`` for ``max_epochs`` (resuming after the epoch saved in ``restore_dir``).
 
+    Each epoch trains and is scored at ``cfg.epoch_size(epoch)`` (the size schedule of a space
+    with a resolution fidelity, else ``image_size``); at a change of size the same model and
+    optimiser go on with the next size's data.
+
     ``gpu_fraction``: the trial's share of its GPU (packed trials), which bounds the device
     memory its data may take on the fast path (``hpa_tune.train.fast_path``).
     """
@@ -107,27 +137,24 @@ def run_epochs(
     first_epoch, best = 1, -np.inf
     if restore_dir:
         first_epoch, best = restore_training(Path(restore_dir), model, optimizer, device)
-    if fast.enabled:
-        train_batches, val_batches = trial_loaders(
-            cfg,
-            data.split(cfg.image_size, TRAIN),
-            data.split(cfg.image_size, VAL),
-            data.channel_stats[cfg.image_size],
-            device,
-            fast,
-        )
-    else:
-        train_batches = make_loader(cfg, data, TRAIN, True, device)
-        val_batches = make_loader(cfg, data, VAL, False, device)
     trainable = count_trainable_parameters(model)
+    size, train_batches, val_batches = 0, cast(Any, None), cast(Any, None)
     for epoch in range(first_epoch, cfg.max_epochs + 1):
+        if cfg.epoch_size(epoch) != size:  # a new rung of the size schedule: same model, new data
+            size = cfg.epoch_size(epoch)
+            train_batches = val_batches = None  # the old size's (device) arrays go first
+            train_batches, val_batches = _split_loaders(cfg, data, size, device, fast)
         train_batches.set_epoch(epoch)
         train = train_one_epoch(
             model, train_batches, loss_fn, optimizer, cfg, epoch - 1, len(train_batches), fast.amp
         )
         val = predict(model, val_batches, loss_fn, fast.amp, batch_avg_size=cfg.batch_size)
         best = max(best, val.macro_f1)
-        metrics = {**epoch_metrics(epoch, train, val, trainable), "best_val_macro_f1": best}
+        metrics = {
+            **epoch_metrics(epoch, train, val, trainable),
+            "best_val_macro_f1": best,
+            "image_size": size,
+        }
         yield EpochOutcome(epoch, metrics, train, val, model, optimizer)
 
 
