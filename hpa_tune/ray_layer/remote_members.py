@@ -115,7 +115,7 @@ def train_members_on_ray(
     streams = {}
     for cand in todo:
         label = f"member {positions[cand.trial_id]} (trial {cand.trial_id})"
-        stream = task.remote(data_dir, cand, label, threads, metric, mode)  # type: ignore[call-arg]
+        stream = task.remote(data_dir, cand, label, threads, metric, mode)
         streams[stream] = cand
     total = sum(c.cfg.max_epochs for c in todo)
     epochs = {c.trial_id: 0 for c in todo}  # each member's epochs done so far
@@ -132,7 +132,7 @@ def train_members_on_ray(
         for stream in ready:
             cand = streams[stream]
             try:
-                event = ray.get(next(stream))
+                event = ray.get(next(stream))  # type: ignore[arg-type]
             except StopIteration:
                 continue
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:

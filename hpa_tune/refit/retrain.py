@@ -213,9 +213,9 @@ def refit(
     record, spec = read_run(exp_dir)
     data_dir = record.data_dir
     sizes = {c.cfg.image_size for c in candidates}  # members are scored at their full size
-    trained = sizes | {s for c in candidates for s in c.cfg.training_sizes()}
-    if data is None or not trained <= set(data.arrays):
-        data = load_trial_data(data_dir, sorted(trained))
+    needed = sizes | {s for c in candidates for s in c.cfg.training_sizes()}
+    if data is None or not needed <= set(data.arrays):
+        data = load_trial_data(data_dir, sorted(needed))
     log(
         f"refit: {len(candidates)} member(s) (trials {', '.join(c.trial_id for c in candidates)}), "
         f"TTA {'on' if tta else 'off'}"
