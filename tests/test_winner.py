@@ -192,3 +192,30 @@ def test_no_winner_because_the_budget_ran_out_says_so_not_that_trials_failed(
         "the time budget of 5 s ran out before any trial reported val_macro_f1 (1 trial not started)"
     )
     assert "failed" not in str(err.value)
+
+
+# Under a resolution fidelity only full-size epochs rank a trial.
+
+
+def _fidelity_trial(trial_id, sizes_scores, error=None):
+    history = [
+        {"epoch": e, "val_macro_f1": v, "image_size": size, "full_size": size == 32}
+        for e, (size, v) in enumerate(sizes_scores, start=1)
+    ]
+    return TrialRecord(trial_id, {"lr": LEARNS}, "baseline_cnn", history, error)
+
+
+def test_a_low_resolution_epoch_never_ranks_a_trial_however_well_it_scored(tmp_path, sample_shards):
+    plan = _plan(tmp_path, sample_shards)
+    records = [
+        # ASHA stopped it at its 16 px rung, where it scored best of all epochs of the search.
+        _fidelity_trial("low", [(16, 0.9)]),
+        # Its best epoch overall is at 16 px; its best full-size epoch is the 3rd.
+        _fidelity_trial("full", [(16, 0.8), (32, 0.3), (32, 0.4)]),
+    ]
+    frame = summary_frame(records, 3, "val_macro_f1", "max")
+    assert list(frame["trial_id"]) == ["full", "low"]
+    assert frame.loc[0, "best_epoch"] == 3 and frame.loc[0, "best_val_macro_f1"] == 0.4
+    assert pd.isna(frame.loc[1, "best_val_macro_f1"])  # no full-size epoch: ranks last
+    best = pick_best(plan, records)
+    assert (best.trial_id, best.epoch, best.value) == ("full", 3, 0.4)

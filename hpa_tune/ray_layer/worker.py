@@ -16,6 +16,7 @@ from hpa_tune.experiment_files import BEST_SO_FAR_FILE
 from hpa_tune.ray_layer.faults import fail_fast_on_retry
 from hpa_tune.search.space import SpaceSpec, resolve_config, split_trial_config
 from hpa_tune.search.trial_table import checkpoint_rank
+from hpa_tune.train.size_schedule import FULL_SIZE
 from hpa_tune.train.trainable import train_trial
 from hpa_tune.train.trial_data import load_trial_data
 
@@ -37,7 +38,7 @@ def _tune_trainable(
         def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
             value = metrics.get(spec.metric)
             rank = float("-inf")
-            if value is not None:
+            if value is not None and metrics.get(FULL_SIZE, True):  # ``ranking_reports``
                 rank = checkpoint_rank(float(value), best["value"], spec.mode)
                 best["value"] = float(value) if rank > float("-inf") else best["value"]
             checkpoint = None

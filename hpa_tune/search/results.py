@@ -15,14 +15,16 @@ from hpa_tune.search.trial_table import (
     best_report_index,
     history_frame,
     never_reported,
+    ranking_reports,
     summary_frame,
 )
 
 
 def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
-    """The trial with the best ``metric`` at any epoch, among the trials that ended without an
-    error (one whose loss became non-finite after a good epoch is never the winner); on a tie the
-    earlier trial, and within a trial the earlier epoch (``summary.best_report_index``).
+    """The trial with the best ``metric`` at any full-size epoch (``ranking_reports``), among the
+    trials that ended without an error (one whose loss became non-finite after a good epoch is
+    never the winner); on a tie the earlier trial, and within a trial the earlier epoch
+    (``summary.best_report_index``).
 
     Raises:
         HpaTuneError: no trial that ended without an error reported the metric.
@@ -31,7 +33,7 @@ def pick_best(plan: RunPlan, records: list[TrialRecord]) -> BestTrial:
     sign = 1 if mode == "max" else -1
     candidates = []  # (signed best value, -position, record, its best epoch's report)
     for position, r in enumerate(records):
-        reported = [h for h in r.history if metric in h]
+        reported = ranking_reports(r.history, metric)
         best = best_report_index([h[metric] for h in reported], mode)
         if best is not None and not r.error:
             candidates.append((sign * reported[best][metric], -position, r, reported[best]))

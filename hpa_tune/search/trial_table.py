@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from hpa_tune.train.size_schedule import FULL_SIZE
+
 COMPLETED, PRUNED, ERROR = "completed", "pruned", "error"
 METRIC_COLUMNS = (
     "train_macro_f1",
@@ -65,6 +67,18 @@ def best_report_index(scores: list[float], mode: str) -> int | None:
     return max(range(len(scores)), key=lambda i: (sign * scores[i], -i))
 
 
+def ranking_reports(history: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The epochs that rank a trial: those that report ``metric``, at the full image size.
+
+    Under a resolution fidelity an epoch at a low rung is scored on low-resolution val images;
+    ASHA compares trials there (all at the same size), but the trial table, the winner and the
+    checkpoint Ray keeps go by full-size epochs only. A trial ASHA stopped before its full size
+    has none, and ranks after every trial that has. Epochs without the flag (no fidelity, or an
+    experiment older than it) count as full size.
+    """
+    return [h for h in history if metric in h and h.get(FULL_SIZE, True)]
+
+
 def checkpoint_rank(value: float, best_so_far: float | None, mode: str) -> float:
     """The score Ray's checkpoint manager ranks an epoch's checkpoint by (``max`` order).
 
@@ -91,7 +105,7 @@ def summary_frame(
     rows = []
     for rec in records:
         last = rec.history[-1] if rec.history else {}
-        reported = [h for h in rec.history if metric in h]
+        reported = ranking_reports(rec.history, metric)
         scores = [h[metric] for h in reported]
         best_idx = best_report_index(scores, mode)
         row: dict[str, Any] = {"trial_id": rec.trial_id, "arch": rec.arch}

@@ -19,6 +19,11 @@ from collections.abc import Sequence
 SizeSchedule = tuple[tuple[int, int], ...]
 
 
+# Reported with each epoch of a resolution fidelity: whether it trained at the trial's full size
+# (the trial table and Ray's kept checkpoint rank trials by those epochs only).
+FULL_SIZE = "full_size"
+
+
 def asha_rung_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
     """The epochs at which single-bracket ASHA judges a trial, before ``max_epochs``.
 

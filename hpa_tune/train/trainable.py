@@ -29,6 +29,7 @@ from hpa_tune.train.checkpoint import restore_training, save_checkpoint
 from hpa_tune.train.config import TrialConfig
 from hpa_tune.train.engine import PassResult, build_optimizer, predict, train_one_epoch
 from hpa_tune.train.fast_path import FastPath, prepare_model, resolve_fast_path, trial_loaders
+from hpa_tune.train.size_schedule import FULL_SIZE
 from hpa_tune.train.trial_data import TrialData
 
 ReportFn = Callable[[dict[str, Any], str | None], None]  # (metrics, checkpoint_dir or None)
@@ -155,6 +156,8 @@ def run_epochs(
             "best_val_macro_f1": best,
             "image_size": size,
         }
+        if cfg.size_schedule:
+            metrics[FULL_SIZE] = size == cfg.image_size
         yield EpochOutcome(epoch, metrics, train, val, model, optimizer)
 
 
