@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 from pathlib import Path
@@ -58,3 +59,16 @@ def describe(info: dict[str, Any]) -> str:
         f"torch {info['torch']}, pyarrow {info['pyarrow']}, pillow {info['pillow']}, "
         f"numpy {info['numpy']}"
     )
+
+
+def write_outputs(
+    json_path: Path | None, md_path: Path | None, result: dict[str, Any], md_text: str
+) -> None:
+    """Print ``md_text``; write ``result`` as JSON and ``md_text`` as Markdown where asked."""
+    print(md_text)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    if md_path:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(md_text)

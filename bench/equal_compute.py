@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info  # noqa: E402
+from bench._machine import describe, machine_info, write_outputs  # noqa: E402
 from bench.vs_hand import _commit, product_run, seed_shards  # noqa: E402
 
 
@@ -181,16 +181,12 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     table = markdown(rows)
-    print(describe(info))
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(
-            f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}"
-        )
+    write_outputs(
+        args.json,
+        args.md,
+        result,
+        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ best rank the trials as (a)'s does. Correlations are per seed, then averaged ove
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info  # noqa: E402
+from bench._machine import describe, machine_info, write_outputs  # noqa: E402
 from bench.search_efficiency import METRIC, spearman  # noqa: E402
 
 SPACE = "search_spaces/all_space.yaml"
@@ -273,17 +272,12 @@ def main(argv: list[str] | None = None) -> None:
         "trials": trials,
     }
     table = markdown(result)
-    print(describe(info))
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(
-            f"{describe(info)}\n\ncommit {commit}: `{command}` ({result['wall_s']:.0f} s)\n\n"
-            f"{table}\n"
-        )
+    write_outputs(
+        args.json,
+        args.md,
+        result,
+        f"{describe(info)}\n\ncommit {commit}: `{command}` ({result['wall_s']:.0f} s)\n\n{table}\n",
+    )
 
 
 if __name__ == "__main__":

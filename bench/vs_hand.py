@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info  # noqa: E402
+from bench._machine import describe, machine_info, write_outputs  # noqa: E402
 
 
 def _sh(cmd: list[str], log: Path) -> float:
@@ -223,16 +223,12 @@ def main(argv: list[str] | None = None) -> None:
         "seeds_won": sum(r["margin"] > 0 for r in rows),
     }
     table = markdown(rows, args.label)
-    print(describe(info))
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(
-            f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}"
-        )
+    write_outputs(
+        args.json,
+        args.md,
+        result,
+        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
+    )
 
 
 if __name__ == "__main__":
