@@ -293,8 +293,8 @@ def test_resume_of_a_finished_experiment_says_so_and_leaves_it_as_it_is(
     def no_ray(*args, **kwargs):
         raise AssertionError("resume of a finished experiment started Ray")
 
-    monkeypatch.setattr(hpa_tune.resume, "resume_search", no_ray)
-    monkeypatch.setattr(hpa_tune.runner, "_init_ray", no_ray)
+    monkeypatch.setattr(hpa_tune.ray_layer.resume, "resume_search", no_ray)
+    monkeypatch.setattr(hpa_tune.ray_layer.runner, "_init_ray", no_ray)
     result = CliRunner().invoke(main, ["resume", str(exp)])
     assert result.exit_code == 0, result.output
     assert f"{exp}: the search is finished (summary.csv) and its refit is in" in result.output

@@ -109,6 +109,19 @@ def _searcher(plan: RunPlan) -> Any:
     )
 
 
+def _search_alg(plan: RunPlan) -> Any:
+    """The searcher, capped at ``plan.max_concurrent`` running trials, in a generator that a
+    restore keeps in step with Ray's trials (``aligned_search``)."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from hpa_tune.ray_layer.aligned_search import AlignedSearchGenerator
+
+    searcher = _searcher(plan)
+    if plan.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
+    return AlignedSearchGenerator(searcher)
+
+
 def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
     """Run the Ray Tune search of ``plan``; returns one record per trial.
 
@@ -138,10 +151,9 @@ def run_search(plan: RunPlan, progress: str = "live") -> list[TrialRecord]:
         tune_config=tune.TuneConfig(
             metric=plan.spec.metric,
             mode=plan.spec.mode,
-            search_alg=_searcher(plan),
+            search_alg=_search_alg(plan),
             scheduler=_scheduler(plan),
             num_samples=rec.num_samples,
-            max_concurrent_trials=plan.max_concurrent,
             time_budget_s=rec.time_budget_s,
             trial_dirname_creator=lambda trial: f"{TRIAL_PREFIX}{trial.trial_id}",
             reuse_actors=True,  # a new worker process per trial costs seconds (BENCHMARKS.md 5.1)

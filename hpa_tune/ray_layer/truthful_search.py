@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from typing import Any
 
 import optuna
@@ -63,6 +64,25 @@ class TruthfulOptunaSearch(OptunaSearch):
             if frozen.number not in owned:
                 return optuna.Trial(self._study, frozen._trial_id)
         return None
+
+    def align(self, ray_trials: Collection[str]) -> None:
+        """Map exactly ``ray_trials`` (the trials Ray restored) to their Optuna trials.
+
+        A trial this searcher's snapshot knows but Ray does not (asked after Ray's snapshot of
+        its trials) is dropped: its Optuna trial, left RUNNING, goes to the next trial Ray asks
+        for. A trial Ray knows but the snapshot does not gets back the Optuna trial the study
+        names it in (``user_attrs["trial_id"]``; the journal is uploaded before Ray's files).
+        """
+        known = set(ray_trials)
+        for trial_id in [t for t in self._ot_trials if t not in known]:
+            del self._ot_trials[trial_id]
+        missing = known - set(self._ot_trials)
+        if not missing or self._ot_study is None:
+            return
+        for frozen in self._study.get_trials(deepcopy=False):
+            trial_id = frozen.user_attrs.get("trial_id")
+            if trial_id in missing:
+                self._ot_trials[trial_id] = optuna.Trial(self._study, frozen._trial_id)
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and self._ot_study is not None:
