@@ -51,11 +51,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, help="search-efficiency seeds (quick 3, full 5)")
     parser.add_argument(
         "--strategies",
-        default=",".join(search_efficiency.STRATEGIES),
-        help="search strategies to compare",
+        default=",".join(n for n, s in search_efficiency.STRATEGIES.items() if not s.fidelity),
+        help=f"search strategies to compare, of {','.join(search_efficiency.STRATEGIES)} "
+        "(default: all but the resolution-fidelity one, which needs --image-size 64: the "
+        "built-in sample is prepared at 32 and 64 px)",
     )
     parser.add_argument("--trials", type=int, help="search-efficiency trials (quick 16, full 32)")
     parser.add_argument("--epochs", type=int, help="search-efficiency max epochs (9)")
+    parser.add_argument(
+        "--image-size", type=int, help="search-efficiency full image size (quick 32, full 64)"
+    )
     parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument(
@@ -89,7 +94,9 @@ def _init_ray() -> None:
     )
 
 
-def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> Any:
+def _search_plan_factory(
+    full: bool, trials: int | None, epochs: int | None, image_size: int | None = None
+) -> Any:
     """Per seed, the plan every strategy searches: ``all_space.yaml`` (conditional sub-spaces:
     loss, optimiser, schedule) pinned to baseline_cnn, without its known-good first point (the
     comparison is of search strategies, not of a hand-picked default), ASHA grace 1 / rf 3."""
@@ -101,7 +108,8 @@ def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> 
 
     shards = ensure_builtin_sample()
     # CPU-sized: baseline_cnn at 32 px trains an epoch of the sample in ~2 s on one core.
-    overrides: dict[str, Any] = {"arch": "baseline_cnn", "image_size": 64 if full else 32}
+    size = image_size or (64 if full else 32)
+    overrides: dict[str, Any] = {"arch": "baseline_cnn", "image_size": size}
     space = Path("search_spaces/all_space.yaml")
     # max_epochs = grace * rf^2: rungs at 1 and 3, the survivors train to 9 epochs.
     samples, epochs = trials or (32 if full else 16), epochs or 9
@@ -130,6 +138,24 @@ def _search_plan_factory(full: bool, trials: int | None, epochs: int | None) -> 
         "points_to_evaluate": "none",
     }
     return make_plan, setup
+
+
+def _refused_strategies(names: list[str], image_size: int) -> str | None:
+    """Why the search section cannot run ``names`` at ``image_size`` on the built-in sample."""
+    from hpa_tune.data.builtin_sample.prepared import BuiltinSample
+
+    unknown = [n for n in names if n not in search_efficiency.STRATEGIES]
+    if unknown:
+        return f"--strategies: unknown {unknown}; valid: {', '.join(search_efficiency.STRATEGIES)}"
+    sizes = BuiltinSample().sizes
+    for name in names:
+        if search_efficiency.STRATEGIES[name].fidelity and image_size // 2 not in sizes:
+            return (
+                f"--strategies {name}: trains at {image_size // 2} px before its first rung, but "
+                f"the built-in sample is prepared at {', '.join(map(str, sizes))} px; "
+                f"use --image-size {2 * sizes[0]}"
+            )
+    return None
 
 
 def _write_json(path: Path, figures: dict[str, Any]) -> None:
@@ -199,9 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         figures["tune_overhead"] = runs
         figures["tune_overhead_s_per_trial"] = runs[0]["tune_overhead_s_per_trial"]
     if "search" in sections:
-        make_plan, setup = _search_plan_factory(full, args.trials, args.epochs)
-        seeds = list(range(args.seeds or (5 if full else 3)))
         strategies = [s for s in args.strategies.split(",") if s]
+        refused = _refused_strategies(strategies, args.image_size or (64 if full else 32))
+        if refused:
+            print(refused, file=sys.stderr)
+            return 2
+        make_plan, setup = _search_plan_factory(full, args.trials, args.epochs, args.image_size)
+        seeds = list(range(args.seeds or (5 if full else 3)))
         print(f"(2) search efficiency: {strategies} x seeds {seeds}")
 
         def keep(runs: list[dict[str, Any]]) -> None:

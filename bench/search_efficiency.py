@@ -13,6 +13,12 @@ together) and the wall time until its running best first reaches the target, and
 full-budget random search on the same seed. A second ratio compares each strategy with full-budget
 random search alone (target: the lower of the two final bests), which does not depend on which
 other strategies ran.
+
+A strategy may also train at a lower image size up to ASHA's first rung (``fidelity``: the
+resolution fidelity of ``hpa-tune run``, half the full size, then the full size). Its compute is
+then counted in full-size epochs, an epoch weighted by its pixels ((size / full size)^2: a 32 px
+epoch of a 64 px search counts 0.25), and only full-size epochs count towards quality (the
+fidelity ranks trials by those alone). Without a fidelity both are plain trial-epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Strategy:
     sampler: str  # "tpe" | "tpe_truthful" | "random"
     tpe: TPESettings = TPESettings()
     grace_period: int | None = None  # None: the bench's (plan.spec.scheduler)
+    fidelity: bool = False  # half the image size up to ASHA's first rung, then the full size
 
     def describe(self, grace_period: int, reduction_factor: float) -> str:
         """A table row's name, with the settings the strategy ran with."""
@@ -62,6 +69,8 @@ class Strategy:
             head = "FIFO (every trial its full budget)"
         else:
             head = f"ASHA (grace {self.grace_period or grace_period}, rf {reduction_factor:g})"
+        if self.fidelity:
+            head += " with resolution rungs (half size to the first rung)"
         if self.sampler == "random":
             return f"{head} + random"
         states = (
@@ -81,6 +90,7 @@ STRATEGIES = {
         ),
         Strategy("asha_tpe_truthful_independent", "asha", "tpe_truthful", _PLAIN),
         Strategy("asha_tpe_truthful_grace2", "asha", "tpe_truthful", grace_period=2),
+        Strategy("asha_tpe_truthful_rungs", "asha", "tpe_truthful", grace_period=2, fidelity=True),
         Strategy("asha_random", "asha", "random"),
         Strategy("random_full", "fifo", "random"),
     )
@@ -88,16 +98,53 @@ STRATEGIES = {
 BASELINE = "random_full"
 
 
-def first_reach(events: list[tuple[float, str, float]], target: float) -> tuple[int, float] | None:
-    """(trial-epochs, seconds) until the running best of ``events`` first reaches ``target``.
+Event = tuple  # (seconds since the start, trial id, metric[, compute, full size])
 
-    ``events``: (seconds since the search started, trial id, metric) per reported epoch.
-    Returns None when the target is never reached.
+
+def _compute(event: Event) -> float:
+    """An epoch's compute in full-size epochs (1 for runs recorded without a fidelity)."""
+    return float(event[3]) if len(event) > 3 else 1.0
+
+
+def _full_size(event: Event) -> bool:
+    """Whether an epoch trained at the full size (its score counts towards quality)."""
+    return bool(event[4]) if len(event) > 4 else True
+
+
+def first_reach(events: list[Event], target: float) -> tuple[float, float] | None:
+    """(compute, seconds) until the running best of ``events`` first reaches ``target``.
+
+    ``events``: (seconds since the search started, trial id, metric[, compute, full size]) per
+    reported epoch; compute counts every epoch until then, in full-size epochs (trial-epochs
+    without a fidelity); only full-size epochs can reach the target. None when none does.
     """
-    for count, (seconds, _, value) in enumerate(sorted(events), start=1):
-        if value >= target:
-            return count, seconds
+    spent = 0.0
+    for event in sorted(events):
+        spent += _compute(event)
+        if _full_size(event) and event[2] >= target:
+            return spent, event[0]
     return None
+
+
+def best_full_size(events: list[Event]) -> float:
+    """The best score of the full-size epochs of ``events`` (nan when there is none)."""
+    return max((e[2] for e in events if _full_size(e)), default=float("nan"))
+
+
+def trial_constants(strategy: Strategy, plan: Any) -> dict[str, Any]:
+    """The constants every trial of ``strategy`` gets: the plan's, plus for a resolution
+    fidelity the size schedule (half the full size up to ASHA's first rung)."""
+    from hpa_tune.search.space import resolve_config
+    from hpa_tune.train.size_schedule import size_schedule
+
+    constants = dict(plan.record.constants)
+    if not strategy.fidelity:
+        return constants
+    full = resolve_config(plan.spec, {}, constants).image_size
+    s = plan.spec.scheduler
+    grace = min(strategy.grace_period or s.grace_period, plan.record.max_epochs)
+    schedule = size_schedule([full // 2, full], grace, s.reduction_factor, plan.record.max_epochs)
+    return {**constants, "image_size": full, "size_schedule": [list(e) for e in schedule]}
 
 
 def _searcher(strategy: Strategy, plan: Any) -> Any:
@@ -115,7 +162,7 @@ def _searcher(strategy: Strategy, plan: Any) -> Any:
     else:
         sampler = optuna.samplers.RandomSampler(seed=plan.record.seed)
     common = {
-        "space": define_by_run(plan.spec, plan.record.constants),
+        "space": define_by_run(plan.spec, trial_constants(strategy, plan)),
         "metric": plan.spec.metric,
         "mode": plan.spec.mode,
         "sampler": sampler,
@@ -153,7 +200,7 @@ def _trial(config: dict[str, Any], spec: Any, data_uri: str) -> None:
     params, constants = split_trial_config(spec, config)
     torch.set_num_threads(1)
     cfg = resolve_config(spec, params, constants)
-    data = load_trial_data(data_uri, [cfg.image_size])
+    data = load_trial_data(data_uri, cfg.training_sizes())
     train_trial(cfg, data, lambda metrics, _: tune.report(metrics), checkpoint=False)
 
 
@@ -163,15 +210,21 @@ def run_strategy(
     """One search of ``plan`` with ``strategy``; its per-epoch events in arrival order."""
     from ray import tune
 
-    events: list[tuple[float, str, float]] = []
+    events: list[Event] = []
     start = time.perf_counter()
+    full = int(trial_constants(strategy, plan).get("image_size", 0)) or None
 
     class _Record(tune.Callback):  # type: ignore[misc]
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
-            if METRIC in result:
-                events.append((time.perf_counter() - start, trial.trial_id, float(result[METRIC])))
+            if METRIC not in result:
+                return
+            size = int(result.get("image_size") or full or 1)
+            compute = (size / full) ** 2 if full else 1.0
+            at_full = full is None or size == full
+            seconds = time.perf_counter() - start
+            events.append((seconds, trial.trial_id, float(result[METRIC]), compute, at_full))
 
     tuner = tune.Tuner(
         tune.with_resources(
@@ -199,8 +252,9 @@ def run_strategy(
         "strategy": strategy.name,
         "seed": plan.record.seed,
         "wall_s": time.perf_counter() - start,
-        "trial_epochs": len(events),
-        "best": max((v for _, _, v in events), default=float("nan")),
+        "trial_epochs": sum(_compute(e) for e in events),  # in full-size epochs
+        "epochs_run": len(events),
+        "best": best_full_size(events),
         "events": events,
     }
 

@@ -6,11 +6,13 @@ import pytest
 
 from bench.search_efficiency import (
     STRATEGIES,
+    best_full_size,
     complete_seeds,
     early_vs_final,
     first_reach,
     spearman,
     summarise,
+    trial_constants,
 )
 
 
@@ -97,3 +99,30 @@ def test_early_vs_final_ranks_full_budget_trials_by_each_epochs_score():
     assert correlations[2] == pytest.approx(spearman([0.3, 0.4, 0.5], [0.3, 0.5, 0.6]))
     assert correlations[2] == pytest.approx(1.0)
     assert correlations[1] < 0
+
+
+def test_under_a_resolution_fidelity_compute_is_pixel_weighted_and_only_full_size_epochs_count():
+    # (seconds, trial, score, compute in full-size epochs, trained at the full size)
+    events = [
+        (1.0, "a", 0.6, 0.25, False),  # a 32 px epoch of a 64 px search: a quarter of the compute
+        (2.0, "a", 0.3, 0.25, False),
+        (3.0, "a", 0.5, 1.0, True),
+    ]
+    assert first_reach(events, 0.5) == (1.5, 3.0)  # the 32 px 0.6 does not reach the target
+    assert best_full_size(events) == 0.5
+
+
+def test_the_rung_strategy_trains_at_half_size_up_to_its_first_rung(builtin_sample):
+    from bench.__main__ import _refused_strategies, _search_plan_factory
+
+    make_plan, _ = _search_plan_factory(False, 4, 6, image_size=64)
+    plan = make_plan(0)
+    rungs = STRATEGIES["asha_tpe_truthful_rungs"]
+    assert "resolution rungs" in rungs.describe(1, 3)
+    constants = trial_constants(rungs, plan)
+    assert constants["image_size"] == 64
+    assert constants["size_schedule"] == [[2, 32], [6, 64]]  # grace 2: 32 px for epochs 1-2
+    assert "size_schedule" not in trial_constants(STRATEGIES["asha_tpe_truthful_grace2"], plan)
+    assert _refused_strategies(["asha_tpe_truthful_rungs"], 64) is None
+    refused = _refused_strategies(["asha_tpe_truthful_rungs"], 32)
+    assert refused is not None and "16 px" in refused and "--image-size 64" in refused
