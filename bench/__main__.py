@@ -50,6 +50,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, help="search-efficiency seeds (quick 3, full 5)")
     parser.add_argument(
+        "--first-seed", type=int, default=0, help="the first search-efficiency seed (0)"
+    )
+    parser.add_argument(
         "--strategies",
         default=",".join(n for n, s in search_efficiency.STRATEGIES.items() if not s.fidelity),
         help=f"search strategies to compare, of {','.join(search_efficiency.STRATEGIES)} "
@@ -64,7 +67,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument(
-        "--from-json", type=Path, help="measure nothing: write BENCHMARKS.md from a --json file"
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="measure nothing: write BENCHMARKS.md from --json files (several: runs of the same "
+        "search setup on other seeds, --first-seed, joined)",
     )
     return parser.parse_args(argv)
 
@@ -163,19 +170,30 @@ def _write_json(path: Path, figures: dict[str, Any]) -> None:
     path.write_text(json.dumps(figures, indent=2, default=str))
 
 
-def _from_json(path: Path, markdown: Path) -> int:
-    """BENCHMARKS.md from a run's ``--json`` (of a stopped run: the seeds every strategy ran)."""
-    figures = json.loads(path.read_text())
+def _from_json(paths: list[Path], markdown: Path) -> int:
+    """BENCHMARKS.md from runs' ``--json`` (of a stopped run: the seeds every strategy ran; of
+    several runs: their search-efficiency runs joined, which must share one setup)."""
+    figures = json.loads(paths[0].read_text())
     search = figures.get("search_efficiency")
+    for other_path in paths[1:]:
+        other = json.loads(other_path.read_text())
+        more = other.get("search_efficiency")
+        if not search or not more or more["setup"] != search["setup"]:
+            print(f"{other_path}: not a search of the setup of {paths[0]}", file=sys.stderr)
+            return 2
+        runs = search["runs"] + more["runs"]
+        search = {**search, "runs": runs, "partial": True}
+        figures["command"] = f"{figures['command']}; {other['command']}"
+        figures["bench_wall_s"] = figures.get("bench_wall_s", 0) + other.get("bench_wall_s", 0)
     if search and search.get("partial"):
         seeds, runs = search_efficiency.complete_seeds(search["runs"])
         if not seeds:
-            print(f"{path}: no seed on which every strategy ran", file=sys.stderr)
+            print(f"{paths[0]}: no seed on which every strategy ran", file=sys.stderr)
             return 2
         summary = search_efficiency.summarise(runs)
         figures["search_efficiency"] = {**search, "runs": runs, "seeds": seeds, "summary": summary}
     update_benchmarks(markdown, figures)
-    print(f"tables: {markdown} (from {path})")
+    print(f"tables: {markdown} (from {', '.join(map(str, paths))})")
     return 0
 
 
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             print(refused, file=sys.stderr)
             return 2
         make_plan, setup = _search_plan_factory(full, args.trials, args.epochs, args.image_size)
-        seeds = list(range(args.seeds or (5 if full else 3)))
+        seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (5 if full else 3))))
         print(f"(2) search efficiency: {strategies} x seeds {seeds}")
 
         def keep(runs: list[dict[str, Any]]) -> None:
