@@ -283,15 +283,15 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var**0.5 if var > 0 else float("nan")
 
 
-def early_vs_final(events: list[tuple[float, str, float]], max_epochs: int) -> dict[int, float]:
+def early_vs_final(events: list[Event], max_epochs: int) -> dict[int, float]:
     """How well epoch k's score ranks trials by their final best (Spearman, per epoch k).
 
     From a search where every trial ran all ``max_epochs`` (full-budget random search): what an
     ASHA rung at epoch k would have known. A trial's epochs are its events in time order.
     """
     curves: dict[str, list[float]] = {}
-    for _, trial, value in sorted(events):
-        curves.setdefault(trial, []).append(value)
+    for event in sorted(events):
+        curves.setdefault(event[1], []).append(event[2])
     full = [c for c in curves.values() if len(c) >= max_epochs]
     finals = [max(c) for c in full]
     return {k: spearman([c[k - 1] for c in full], finals) for k in range(1, max_epochs)}

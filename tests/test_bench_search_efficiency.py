@@ -94,6 +94,7 @@ def test_early_vs_final_ranks_full_budget_trials_by_each_epochs_score():
     for trial, curve in {"a": [0.3, 0.3, 0.3], "b": [0.1, 0.4, 0.5], "c": [0.2, 0.5, 0.6]}.items():
         events += [(float(epoch), trial, v) for epoch, v in enumerate(curve)]
     events.append((0.5, "d", 0.0))  # stopped after one epoch: not a full-budget trial
+    events.append((0.6, "e", 0.1, 1.0, True))  # as recorded since the fidelity: also one epoch
     correlations = early_vs_final(events, max_epochs=3)
     assert correlations[1] == pytest.approx(spearman([0.3, 0.1, 0.2], [0.3, 0.5, 0.6]))
     assert correlations[2] == pytest.approx(spearman([0.3, 0.4, 0.5], [0.3, 0.5, 0.6]))
