@@ -86,11 +86,13 @@ def default_space(space_path: Path, out: Path) -> tuple[Path, int]:
             fixed[name] = spec["default"]
         else:
             raise SystemExit(f"{space_path}: params.{name} has no value in points_to_evaluate[0]")
-    space["fixed"] = fixed
     space["params"] = {}
     space["points_to_evaluate"] = []
     space["refit_epochs_factor"] = 1
-    space.pop("fidelity", None)
+    fidelity = space.pop("fidelity", None)
+    if fidelity:  # the default trains at the full size, the fidelity's last rung
+        fixed.setdefault("image_size", fidelity["image_size"][-1])
+    space["fixed"] = fixed
     space["description"] = f"{space.get('description', '')} (default point only)"
     out.write_text(yaml.safe_dump(space, sort_keys=False))
     return out, int(fixed.get("image_size", 64))
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label", default="eq")
     parser.add_argument("--num-samples", type=int, default=6)
     parser.add_argument("--max-epochs", type=int, default=12)
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[64], help="shard sizes (a fidelity space's rungs)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = []
     for seed in args.seeds:
-        seed_shards(args.work, seed, args.n, args.size, log)
+        seed_shards(args.work, seed, args.n, args.size, log, tuple(args.sizes))
         label = f"{args.label}-search"
         search = product_run(
             args.work, seed, str(args.space), label, args.num_samples, args.max_epochs, [], log

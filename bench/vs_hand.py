@@ -44,8 +44,11 @@ def _commit() -> str:
     return run.stdout.strip()
 
 
-def seed_shards(work: Path, seed: int, n: int, size: int, log: Path) -> Path:
-    """Generate + prepare one data seed's Kaggle-layout data (at 64 px), reusing WORK's copy."""
+def seed_shards(
+    work: Path, seed: int, n: int, size: int, log: Path, sizes: tuple[int, ...] = (64,)
+) -> Path:
+    """Generate + prepare one data seed's Kaggle-layout data (shards at ``sizes``), reusing
+    WORK's copy."""
     raw, shards = work / f"raw{seed}", work / f"shards{seed}"
     py = sys.executable
     if not (shards / "manifest.json").is_file():
@@ -73,7 +76,7 @@ def seed_shards(work: Path, seed: int, n: int, size: int, log: Path) -> Path:
                 "--out",
                 str(shards),
                 "--sizes",
-                "64",
+                ",".join(map(str, sizes)),
             ],
             log,
         )
