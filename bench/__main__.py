@@ -197,6 +197,67 @@ def _from_json(paths: list[Path], markdown: Path) -> int:
     return 0
 
 
+def _measure(
+    args: argparse.Namespace,
+    sections: list[str],
+    full: bool,
+    figures: dict[str, Any],
+    storage: Path,
+) -> int:
+    """Run the asked sections with Ray Tune writing to ``storage``; write their figures."""
+    started = time.perf_counter()
+    if {"overhead", "search"} & set(sections):
+        _init_ray()
+    if "overhead" in sections:
+        trials, sleep = (40, 1.0) if full else (20, 0.5)
+        print(f"(1) Ray Tune overhead: {trials} trials sleeping {sleep:g} s each")
+        runs = []
+        for reuse in (True, False):  # True first: what hpa-tune run uses
+            runs.append(tune_overhead.measure_tune_overhead(trials, sleep, storage, reuse))
+            print(
+                f"  reuse_actors={reuse}: {runs[-1]['tune_overhead_s_per_trial']:.2f} s/trial, "
+                f"median gap {runs[-1]['median_gap_between_trials_s']:.2f} s"
+            )
+        figures["tune_overhead"] = runs
+        figures["tune_overhead_s_per_trial"] = runs[0]["tune_overhead_s_per_trial"]
+    if "search" in sections:
+        strategies = [s for s in args.strategies.split(",") if s]
+        refused = _refused_strategies(strategies, args.image_size or (64 if full else 32))
+        if refused:
+            print(refused, file=sys.stderr)
+            return 2
+        make_plan, setup = _search_plan_factory(full, args.trials, args.epochs, args.image_size)
+        seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (5 if full else 3))))
+        print(f"(2) search efficiency: {strategies} x seeds {seeds}")
+
+        def keep(runs: list[dict[str, Any]]) -> None:
+            if args.json:
+                search = {"runs": runs, "setup": setup, "seeds": seeds, "partial": True}
+                _write_json(args.json, {**figures, "search_efficiency": search})
+
+        result = search_efficiency.measure_search_efficiency(
+            make_plan, seeds, strategies, storage, max_concurrent=2, on_run=keep
+        )
+        figures["search_efficiency"] = {**result, "setup": setup, "seeds": seeds}
+    if "gpu" in sections:
+        print("(3) GPU throughput, plain vs fast path; packed trials")
+        figures["gpu_throughput"] = gpu_bench.measure_throughput(full)
+        figures["gpu_packed"] = gpu_bench.measure_packed(60.0 if full else 20.0)
+        print("(4) a Ray Tune search on a GPU")
+        figures["gpu_search"] = gpu_bench.measure_gpu_search(storage, 8 if full else 4, 3)
+        for key in ("gpu_throughput", "gpu_packed", "gpu_search"):
+            if "skipped" in figures[key]:
+                print(f"  {key}: {figures[key]['skipped']}")
+    figures["bench_wall_s"] = time.perf_counter() - started
+    if args.json:
+        _write_json(args.json, figures)
+        print(f"figures: {args.json}")
+    if not args.no_markdown:
+        update_benchmarks(args.markdown, figures)
+        print(f"tables: {args.markdown}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.from_json:
@@ -228,60 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped section {name} ({why}): run it with --full or --sections {name}")
     # Ray Tune writes the bench's trials here; removed at the end (figures go to --json).
     with tempfile.TemporaryDirectory(prefix="hpa-bench-", ignore_cleanup_errors=True) as tmp:
-        storage = Path(tmp)
-        started = time.perf_counter()
-        if {"overhead", "search"} & set(sections):
-            _init_ray()
-        if "overhead" in sections:
-            trials, sleep = (40, 1.0) if full else (20, 0.5)
-            print(f"(1) Ray Tune overhead: {trials} trials sleeping {sleep:g} s each")
-            runs = []
-            for reuse in (True, False):  # True first: what hpa-tune run uses
-                runs.append(tune_overhead.measure_tune_overhead(trials, sleep, storage, reuse))
-                print(
-                    f"  reuse_actors={reuse}: {runs[-1]['tune_overhead_s_per_trial']:.2f} s/trial, "
-                    f"median gap {runs[-1]['median_gap_between_trials_s']:.2f} s"
-                )
-            figures["tune_overhead"] = runs
-            figures["tune_overhead_s_per_trial"] = runs[0]["tune_overhead_s_per_trial"]
-        if "search" in sections:
-            strategies = [s for s in args.strategies.split(",") if s]
-            refused = _refused_strategies(strategies, args.image_size or (64 if full else 32))
-            if refused:
-                print(refused, file=sys.stderr)
-                return 2
-            make_plan, setup = _search_plan_factory(full, args.trials, args.epochs, args.image_size)
-            seeds = list(
-                range(args.first_seed, args.first_seed + (args.seeds or (5 if full else 3)))
-            )
-            print(f"(2) search efficiency: {strategies} x seeds {seeds}")
-
-            def keep(runs: list[dict[str, Any]]) -> None:
-                if args.json:
-                    search = {"runs": runs, "setup": setup, "seeds": seeds, "partial": True}
-                    _write_json(args.json, {**figures, "search_efficiency": search})
-
-            result = search_efficiency.measure_search_efficiency(
-                make_plan, seeds, strategies, storage, max_concurrent=2, on_run=keep
-            )
-            figures["search_efficiency"] = {**result, "setup": setup, "seeds": seeds}
-        if "gpu" in sections:
-            print("(3) GPU throughput, plain vs fast path; packed trials")
-            figures["gpu_throughput"] = gpu_bench.measure_throughput(full)
-            figures["gpu_packed"] = gpu_bench.measure_packed(60.0 if full else 20.0)
-            print("(4) a Ray Tune search on a GPU")
-            figures["gpu_search"] = gpu_bench.measure_gpu_search(storage, 8 if full else 4, 3)
-            for key in ("gpu_throughput", "gpu_packed", "gpu_search"):
-                if "skipped" in figures[key]:
-                    print(f"  {key}: {figures[key]['skipped']}")
-        figures["bench_wall_s"] = time.perf_counter() - started
-        if args.json:
-            _write_json(args.json, figures)
-            print(f"figures: {args.json}")
-        if not args.no_markdown:
-            update_benchmarks(args.markdown, figures)
-            print(f"tables: {args.markdown}")
-        return 0
+        return _measure(args, sections, full, figures, Path(tmp))
 
 
 if __name__ == "__main__":

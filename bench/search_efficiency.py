@@ -290,8 +290,8 @@ def early_vs_final(events: list[Event], max_epochs: int) -> dict[int, float]:
     ASHA rung at epoch k would have known. A trial's epochs are its events in time order.
     """
     curves: dict[str, list[float]] = {}
-    for event in sorted(events):
-        curves.setdefault(event[1], []).append(event[2])
+    for _, trial, value, *_ in sorted(events):
+        curves.setdefault(trial, []).append(value)
     full = [c for c in curves.values() if len(c) >= max_epochs]
     finals = [max(c) for c in full]
     return {k: spearman([c[k - 1] for c in full], finals) for k in range(1, max_epochs)}
