@@ -13,6 +13,11 @@ as many epochs as the search and the refit spent together. For each data seed:
 3. **default arm**: the same space with every parameter fixed at the default point, one trial of
    as many epochs as the search arm spent (rounded up), its refit reusing that trial's checkpoint
    (``refit_epochs_factor: 1``), so it spends the same compute on one configuration.
+4. **warm arm** (with ``--warm-size S``): a cheap earlier study of the same space at S px
+   (``--set image_size=S --no-refit``, ``--warm-samples`` trials), then ``hpa-tune run SPACE
+   --warm-start EARLIER`` with ``--warm-search-samples`` trials and its refit. Its compute is both
+   studies' pixel-weighted trial-epochs plus its refit's, so it is set against the search arm (a
+   cold study) and the default arm at about the same compute.
 
 Both arms choose everything on val and are scored once on the holdout
 (``refit/metrics.json``'s ``holdout_macro_f1_tuned``). Use data seeds the space's defaults were
@@ -21,6 +26,7 @@ not chosen on (the shipped defaults were compared on seeds 0-4; this bench's def
 
     python bench/equal_compute.py --work /tmp/eqc --seeds 10 11 12 13 14 \\
         --json bench/results/equal_compute.json --md bench/results/equal_compute.md
+    python bench/equal_compute.py --work /tmp/eqw --label ws --sizes 32 64 --warm-size 32 ...
 """
 
 from __future__ import annotations
@@ -41,17 +47,21 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._machine import describe, machine_info, write_outputs  # noqa: E402
-from bench.vs_hand import _commit, product_run, seed_shards  # noqa: E402
+from bench.vs_hand import _commit, hpa_tune_run, product_run, seed_shards  # noqa: E402
 
 
 def search_compute(exp: Path, full_size: int) -> float:
-    """Trial-epochs the search and its refit spent, each weighted by (size / full_size)^2."""
+    """Trial-epochs the search and its refit (if it ran) spent, each weighted by
+    (size / full_size)^2."""
     total = 0.0
     with (exp / "history.csv").open() as f:
         for row in csv.DictReader(f):
             size = float(row.get("image_size") or full_size)
             total += (size / full_size) ** 2
-    members = json.loads((exp / "refit" / "ensemble.json").read_text())["members"]
+    ensemble = exp / "refit" / "ensemble.json"
+    if not ensemble.is_file():  # a --no-refit study
+        return total
+    members = json.loads(ensemble.read_text())["members"]
     for member in members:
         if member.get("reused_trial_checkpoint"):
             continue
@@ -123,6 +133,84 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def is_point(params: dict[str, Any] | None, point: dict[str, Any]) -> bool:
+    """Whether a winner's params are ``point`` (the space's default) on every key it sets."""
+    return all((params or {}).get(k) == v for k, v in point.items())
+
+
+def warm_markdown(rows: list[dict[str, Any]]) -> str:
+    """Per-seed holdout macro F1 of the cold study, the warm-started one and the default alone,
+    with each arm's compute; then the means."""
+    out = [
+        "| seed | cold: compute | warm: compute (earlier study) | cold search + refit | "
+        "warm search + refit | default alone | warm - cold | warm - default | warm winner |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        w = r["warm"]
+        out.append(
+            f"| {r['seed']} | {r['compute']:.1f} | {w['compute']:.1f} ({w['earlier_compute']:.1f}) | "
+            f"{r['search']['holdout_macro_f1_tuned']:.4f} | {w['holdout_macro_f1_tuned']:.4f} | "
+            f"{r['default']['holdout_macro_f1_tuned']:.4f} | {w['margin_cold']:+.4f} | "
+            f"{w['margin_default']:+.4f} | "
+            f"{'default point' if w['winner_is_default'] else 'other trial'} |"
+        )
+
+    def mean(f: Any) -> float:
+        return statistics.mean(f(r) for r in rows)
+
+    def sd(f: Any) -> float:
+        return statistics.stdev(f(r) for r in rows) if len(rows) > 1 else math.nan
+
+    cold, default = (lambda r: r["warm"]["margin_cold"]), (lambda r: r["warm"]["margin_default"])
+    out.append(
+        f"| mean | {mean(lambda r: r['compute']):.1f} | "
+        f"{mean(lambda r: r['warm']['compute']):.1f} "
+        f"({mean(lambda r: r['warm']['earlier_compute']):.1f}) | "
+        f"{mean(lambda r: r['search']['holdout_macro_f1_tuned']):.4f} | "
+        f"{mean(lambda r: r['warm']['holdout_macro_f1_tuned']):.4f} | "
+        f"{mean(lambda r: r['default']['holdout_macro_f1_tuned']):.4f} | "
+        f"{mean(cold):+.4f} (sd {sd(cold):.4f}; warm higher on "
+        f"{sum(cold(r) > 0 for r in rows)} / {len(rows)}) | "
+        f"{mean(default):+.4f} (sd {sd(default):.4f}; warm higher on "
+        f"{sum(default(r) > 0 for r in rows)} / {len(rows)}) | |"
+    )
+    return "\n".join(out) + "\n"
+
+
+def warm_arm(
+    args: argparse.Namespace, seed: int, full_size: int, log: Path
+) -> tuple[dict[str, Any], float]:
+    """The earlier cheap study at ``--warm-size`` px, then the study warm-started from it with its
+    refit. Returns the refit's figures (with what was carried) and the earlier study's compute."""
+    early, _ = hpa_tune_run(
+        args.work,
+        seed,
+        str(args.space),
+        f"{args.label}-early",
+        args.warm_samples,
+        args.warm_epochs or args.max_epochs,
+        ["--set", f"image_size={args.warm_size}", "--no-refit"],
+        log,
+        "best.json",
+    )
+    label = f"{args.label}-warm"
+    warm = product_run(
+        args.work,
+        seed,
+        str(args.space),
+        label,
+        args.warm_search_samples,
+        args.max_epochs,
+        ["--warm-start", str(early)],
+        log,
+    )
+    run = json.loads((args.work / "runs" / f"{label}-seed{seed}" / "run.json").read_text())
+    warm["warm_start_trials"] = run.get("warm_start_trials")
+    warm["start_point_from"] = run.get("start_point_from")
+    return warm, search_compute(early, full_size)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -136,6 +224,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[64], help="shard sizes (a fidelity space's rungs)"
     )
+    parser.add_argument(
+        "--warm-size", type=int, help="add the warm arm: an earlier study at this image size"
+    )
+    parser.add_argument("--warm-samples", type=int, default=8, help="the earlier study's trials")
+    parser.add_argument(
+        "--warm-epochs", type=int, help="the earlier study's max epochs (default --max-epochs)"
+    )
+    parser.add_argument(
+        "--warm-search-samples", type=int, default=5, help="the warm-started study's trials"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
@@ -145,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     default_path, full_size = default_space(
         args.space, args.work / f"{args.label}-default_space.yaml"
     )
+    point = yaml.safe_load(args.space.read_text())["points_to_evaluate"][0]
     rows = []
     for seed in args.seeds:
         seed_shards(args.work, seed, args.n, args.size, log, tuple(args.sizes))
@@ -163,20 +262,30 @@ def main(argv: list[str] | None = None) -> None:
             [],
             log,
         )
-        space = yaml.safe_load(args.space.read_text())
-        point = space["points_to_evaluate"][0]
-        winner = search["winner_params"] or {}
-        rows.append(
-            {
-                "seed": seed,
-                "compute": compute,
-                "search": search,
-                "default": default,
-                "margin": search["holdout_macro_f1_tuned"] - default["holdout_macro_f1_tuned"],
-                "winner_is_default": all(winner.get(k) == v for k, v in point.items()),
+        row = {
+            "seed": seed,
+            "compute": compute,
+            "search": search,
+            "default": default,
+            "margin": search["holdout_macro_f1_tuned"] - default["holdout_macro_f1_tuned"],
+            "winner_is_default": is_point(search["winner_params"], point),
+        }
+        if args.warm_size:
+            warm, earlier_compute = warm_arm(args, seed, full_size, log)
+            warm_exp = args.work / "runs" / f"{args.label}-warm-seed{seed}"
+            score = warm["holdout_macro_f1_tuned"]
+            warm |= {
+                "earlier_compute": earlier_compute,
+                "compute": earlier_compute + search_compute(warm_exp, full_size),
+                "margin_cold": score - search["holdout_macro_f1_tuned"],
+                "margin_default": score - default["holdout_macro_f1_tuned"],
+                "winner_is_default": is_point(warm["winner_params"], point),
             }
-        )
+            row["warm"] = warm
+        rows.append(row)
         print(markdown(rows), flush=True)
+        if args.warm_size:
+            print(warm_markdown(rows), flush=True)
     info = machine_info()
     result = {
         "machine": info,
@@ -185,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "rows": rows,
     }
-    table = markdown(rows)
+    table = markdown(rows) + (f"\n{warm_markdown(rows)}" if args.warm_size else "")
     write_outputs(
         args.json,
         args.md,

@@ -103,7 +103,7 @@ def seed_data(work: Path, seed: int, n: int, size: int, epochs: int, log: Path) 
     return json.loads(hand.read_text())
 
 
-def product_run(
+def hpa_tune_run(
     work: Path,
     seed: int,
     space: str,
@@ -112,8 +112,10 @@ def product_run(
     epochs: int,
     extra: list[str],
     log: Path,
-) -> dict[str, Any]:
-    """``hpa-tune run`` on one seed's shards; the refit's headline and what the search chose."""
+    done: str,
+) -> tuple[Path, float]:
+    """``hpa-tune run`` on one seed's shards into ``WORK/runs/LABEL-seedSEED``, skipped when
+    that experiment already holds ``done`` (a finished earlier run). Returns (experiment, wall s)."""
     name = f"{label}-seed{seed}"
     exp = work / "runs" / name
     cmd = [
@@ -133,14 +135,30 @@ def product_run(
         "--quiet",
         *extra,
     ]
-    wall = 0.0
-    if not (exp / "refit" / "metrics.json").is_file():
-        wall = _sh(cmd, log)
+    wall = 0.0 if (exp / done).is_file() else _sh(cmd, log)
+    return exp, wall
+
+
+def product_run(
+    work: Path,
+    seed: int,
+    space: str,
+    label: str,
+    trials: int,
+    epochs: int,
+    extra: list[str],
+    log: Path,
+) -> dict[str, Any]:
+    """``hpa-tune run`` on one seed's shards; the refit's headline and what the search chose."""
+    exp, wall = hpa_tune_run(
+        work, seed, space, label, trials, epochs, extra, log, "refit/metrics.json"
+    )
     metrics = json.loads((exp / "refit" / "metrics.json").read_text())
     best = json.loads((exp / "best.json").read_text())
     return {
         "holdout_macro_f1_tuned": metrics["holdout_macro_f1_tuned"],
         "holdout_macro_f1@0.5": metrics["holdout_macro_f1@0.5"],
+        "val_macro_f1_tuned": metrics.get("val_macro_f1_tuned"),
         "predictor": metrics["predictor"],
         "threshold_method": metrics["threshold_method"],
         "search_metric": best.get("metric"),

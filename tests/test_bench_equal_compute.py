@@ -1,4 +1,4 @@
-"""The equal-compute bench's opponent: the space's default point alone, at the full size."""
+"""The equal-compute bench: its default-alone opponent, its compute, and the val-only defaults bench."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.equal_compute import _config_compute, default_space
+from bench.defaults_on_val import best_within, val_curve
+from bench.equal_compute import _config_compute, default_space, is_point, search_compute
 from hpa_tune.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +40,35 @@ def test_a_progressive_run_costs_its_low_resolution_epochs_at_a_quarter() -> Non
     cfg = {"max_epochs": 12, "image_size": 64, "size_schedule": [[2, 32], [12, 64]]}
     assert _config_compute(cfg, 64) == 2 * 0.25 + 10
     assert _config_compute({"max_epochs": 12, "image_size": 64}, 64) == 12
+
+
+def _history(exp: Path, sizes: list[int]) -> None:
+    exp.mkdir(parents=True)
+    rows = "".join(f"t,{e + 1},{s},0.1\n" for e, s in enumerate(sizes))
+    (exp / "history.csv").write_text("trial_id,epoch,image_size,val_macro_f1_global\n" + rows)
+
+
+def test_an_earlier_study_without_a_refit_costs_its_pixel_weighted_trial_epochs(
+    tmp_path: Path,
+) -> None:
+    _history(tmp_path / "early", [32, 32, 32, 32, 64])
+    assert search_compute(tmp_path / "early", 64) == 4 * 0.25 + 1
+
+
+def test_a_winner_is_the_default_point_only_when_it_has_every_default_value() -> None:
+    point = {"lr": 1e-3, "batch_size": 32}
+    assert is_point({"lr": 1e-3, "batch_size": 32, "extra": 1}, point)
+    assert not is_point({"lr": 2e-3, "batch_size": 32}, point)
+    assert not is_point(None, point)
+
+
+def test_a_refit_of_f_times_the_epochs_keeps_the_best_val_figure_of_its_first_epochs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "history.csv").write_text(
+        "trial_id,epoch,val_macro_f1_global\nt,2,0.3\nt,1,0.2\nt,3,0.25\n"
+    )
+    curve = val_curve(tmp_path / "base")
+    assert curve == [0.2, 0.3, 0.25]
+    assert best_within(curve, 1) == 0.2 and best_within(curve, 3) == 0.3

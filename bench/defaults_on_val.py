@@ -1,0 +1,156 @@
+"""The baseline space's fixed defaults, chosen on val only: how long the refit trains, which loss.
+
+The holdout is scored, never consulted: this bench reads nothing but val. Per data seed
+(``bench/foreign_data.py``'s Kaggle-layout data, prepared at 64 px; reused from WORK), the space's
+default point is trained alone (``bench/equal_compute.py``'s default space, ``--no-refit``):
+
+- **refit length**: once for ``--epochs`` epochs. With a constant learning rate, a run of E epochs
+  is the first E epochs of a longer one, so the best val macro F1 (at the global threshold, the
+  space's metric) within the first 12 x F epochs is what a refit with ``refit_epochs_factor: F``
+  of a 12-epoch search keeps.
+- **loss**: once more with ``--set loss=bce`` (the study's whole-term weighting) for
+  ``--loss-epochs`` epochs, against ``bce_pos`` over the same first epochs.
+
+    python bench/defaults_on_val.py --work /tmp/eqw --seeds 10 11 12 13 14 \\
+        --json bench/results/defaults_on_val.json --md bench/results/defaults_on_val.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._machine import describe, machine_info, write_outputs  # noqa: E402
+from bench.equal_compute import default_space  # noqa: E402
+from bench.vs_hand import _commit, hpa_tune_run, seed_shards  # noqa: E402
+
+METRIC = "val_macro_f1_global"
+SEARCH_EPOCHS = 12  # baseline_space's max_epochs in the equal-compute and vs-hand benches
+
+
+def val_curve(exp: Path) -> list[float]:
+    """The one trial's val metric per epoch, in epoch order."""
+    with (exp / "history.csv").open() as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["epoch"]))
+    return [float(r[METRIC]) for r in rows]
+
+
+def best_within(curve: list[float], epochs: int) -> float:
+    """The best val figure of the first ``epochs`` epochs (what a refit of that length keeps)."""
+    return max(curve[:epochs])
+
+
+def level_at(curve: list[float], epochs: int, window: int = 6) -> float:
+    """The mean val figure of the ``window`` epochs ending at ``epochs``: the level the run has
+    reached there, free of the optimism of picking the best of more epochs."""
+    return statistics.mean(curve[max(epochs - window, 0) : epochs])
+
+
+def markdown(rows: list[dict[str, Any]], factors: list[int], loss_epochs: int) -> str:
+    """Per seed: best val within each refit length, and bce against bce_pos; then the means."""
+    head = " | ".join(f"x{f} ({f * SEARCH_EPOCHS} ep)" for f in factors)
+    out = [
+        f"| seed | {head} | best epoch | bce_pos, {loss_epochs} ep | bce, {loss_epochs} ep |",
+        "|---:|" + "---:|" * (len(factors) + 3),
+    ]
+    for r in rows:
+        cells = " | ".join(f"{r['refit'][str(f)]:.3f}" for f in factors)
+        out.append(
+            f"| {r['seed']} | {cells} | {r['best_epoch']} of {r['epochs']} | "
+            f"{r['bce_pos']:.3f} | {r['bce']:.3f} |"
+        )
+    means = " | ".join(f"{statistics.mean(r['refit'][str(f)] for r in rows):.3f}" for f in factors)
+    out.append(
+        f"| mean | {means} | | {statistics.mean(r['bce_pos'] for r in rows):.3f} | "
+        f"{statistics.mean(r['bce'] for r in rows):.3f} |"
+    )
+    out += [
+        "",
+        f"| seed (mean of the 6 epochs ending there) | {head} |",
+        "|---:|" + "---:|" * len(factors),
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['seed']} | " + " | ".join(f"{r['level'][str(f)]:.3f}" for f in factors) + " |"
+        )
+    levels = " | ".join(f"{statistics.mean(r['level'][str(f)] for r in rows):.3f}" for f in factors)
+    out.append(f"| mean | {levels} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14])
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
+    parser.add_argument("--epochs", type=int, default=72)
+    parser.add_argument("--loss-epochs", type=int, default=36)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--md", type=Path)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "val.log"
+    space, _ = default_space(args.space, args.work / "val-default_space.yaml")
+    factors = [f for f in range(1, 7) if f * SEARCH_EPOCHS <= args.epochs]
+    rows = []
+    for seed in args.seeds:
+        seed_shards(args.work, seed, args.n, args.size, log, (32, 64))
+        run = ["--no-refit"]
+        base, _ = hpa_tune_run(
+            args.work, seed, str(space), "val-base", 1, args.epochs, run, log, "best.json"
+        )
+        bce, _ = hpa_tune_run(
+            args.work,
+            seed,
+            str(space),
+            "val-bce",
+            1,
+            args.loss_epochs,
+            [*run, "--set", "loss=bce"],
+            log,
+            "best.json",
+        )
+        curve = val_curve(base)
+        rows.append(
+            {
+                "seed": seed,
+                "epochs": len(curve),
+                "best_epoch": curve.index(max(curve)) + 1,
+                "refit": {str(f): best_within(curve, f * SEARCH_EPOCHS) for f in factors},
+                "level": {str(f): level_at(curve, f * SEARCH_EPOCHS) for f in factors},
+                "bce_pos": best_within(curve, args.loss_epochs),
+                "bce": best_within(val_curve(bce), args.loss_epochs),
+                "curve": curve,
+            }
+        )
+        print(markdown(rows, factors, args.loss_epochs), flush=True)
+    info = machine_info()
+    result = {
+        "machine": info,
+        "commit": _commit(),
+        "command": "python bench/defaults_on_val.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "metric": METRIC,
+        "rows": rows,
+    }
+    table = markdown(rows, factors, args.loss_epochs)
+    write_outputs(
+        args.json,
+        args.md,
+        result,
+        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
+    )
+
+
+if __name__ == "__main__":
+    main()
