@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "val.log"
+    commit = _commit()  # of the code that measures, whatever is committed while it runs
     space, _ = default_space(args.space, args.work / "val-default_space.yaml")
     factors = [f for f in range(1, 7) if f * SEARCH_EPOCHS <= args.epochs]
     rows = []
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     result = {
         "machine": info,
-        "commit": _commit(),
+        "commit": commit,
         "command": "python bench/defaults_on_val.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "metric": METRIC,
