@@ -11,7 +11,12 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpa_tune.cli import main
-from hpa_tune.report.experiment_status import elapsed_of_study, state_from_study, state_from_summary
+from hpa_tune.report.experiment_status import (
+    elapsed_of_study,
+    show_sizes,
+    state_from_study,
+    state_from_summary,
+)
 
 
 def _study_trial(number, state, values, trial_id):
@@ -50,6 +55,21 @@ def test_a_running_study_becomes_the_trial_table_with_ray_trial_ids():
     now = datetime(2026, 12, 1, 10, 10)
     assert elapsed_of_study(trials, now, finished=False) == 600
     assert elapsed_of_study(trials, now, finished=True) == 180  # to the last trial end (10:03)
+
+
+def test_status_of_a_search_with_resolution_rungs_names_each_trials_current_size():
+    trials = [
+        _study_trial(0, TrialState.PRUNED, {1: 0.1, 2: 0.2}, "t0"),
+        _study_trial(1, TrialState.RUNNING, {1: 0.2, 2: 0.3, 3: 0.35}, "t1"),
+        _study_trial(2, TrialState.RUNNING, {}, "t2"),
+    ]
+    state = state_from_study(trials, num_samples=3, max_epochs=6, mode="max")
+    show_sizes(state, [[2, 32], [6, 64]], 64)
+    assert state.sizes_vary
+    assert [t.image_size for t in state.trials.values()] == [32, 64, None]
+    plain = state_from_study(trials, num_samples=3, max_epochs=6, mode="max")
+    show_sizes(plain, None, 64)  # one size: nothing to show
+    assert not plain.sizes_vary and all(t.image_size is None for t in plain.trials.values())
 
 
 def test_a_finished_summary_becomes_the_trial_table_best_first():

@@ -3,6 +3,7 @@ first rung and at 32 px after it (a trial whose process died continues from its 
 at 32 px), refit on the stretched schedule, reported, in TensorBoard, and resumed."""
 
 import json
+import re
 import threading
 
 import pandas as pd
@@ -63,6 +64,10 @@ def test_the_shipped_fidelity_space_runs_on_the_built_in_samples_sizes(tmp_path)
     plan = plan_run(RunOptions(space, storage=tmp_path), "<built-in sample>", builtin_sample=True)
     assert plan.record.sizes == [32, 64] and set(plan.record.sizes) <= set(BuiltinSample().sizes)
     assert plan.record.constants["size_schedule"] == [[2, 32], [5, 64]]  # demo: 5 epochs
+    # Its progress (live table or log lines) names the size each trial trains at.
+    from hpa_tune.ray_layer.runner import progress_callbacks
+
+    assert all(c.state.sizes_vary for m in ("live", "plain") for c in progress_callbacks(plan, m))
 
 
 @pytest.mark.ray
@@ -111,6 +116,10 @@ def test_a_fidelity_search_continues_trials_at_each_size_then_refits_reports_and
     events = load_events(exp_dir / "tensorboard" / f"trial_{trial}")
     sizes = {e.step: e.value for e in events.Scalars("image_size")}
     assert sizes == {e: _size(e) for e in history.loc[history["trial_id"] == trial, "epoch"]}
+
+    status = CliRunner().invoke(main, ["status", str(exp_dir)])  # each trial's size at its end
+    assert status.exit_code == 0, status.output
+    assert re.search(r"epoch\s+px\s+val F1", status.output), status.output
 
     resumed = CliRunner().invoke(main, ["resume", str(exp_dir)])  # finished: says so, as it is
     assert resumed.exit_code == 0, resumed.output

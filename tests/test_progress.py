@@ -150,6 +150,28 @@ def test_plain_progress_prints_a_line_per_event_and_an_overall_line_each_interva
     assert len(lines) == 8
 
 
+def test_a_search_with_resolution_rungs_shows_the_size_each_trial_trains_at(capsys):
+    plain = PlainProgress(2, 6, ["lr"], rungs=[2], sizes_vary=True)
+    a = _trial("a", lr=0.001)
+    plain.on_trial_start(0, [a], a)
+    plain.on_trial_result(1, [a], a, {"epoch": 2, "val_macro_f1": 0.1, "image_size": 32})
+    plain.on_trial_result(2, [a], a, {"epoch": 6, "val_macro_f1": 0.2, "image_size": 64})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("trial a epoch 2/6 at 32 px (ASHA rung): val macro F1 0.1000")
+    assert lines[2].startswith("trial a epoch 6/6 at 64 px: val macro F1 0.2000")
+    table = text_of(render(plain.state, ["lr"]))
+    assert re.search(r"epoch\s+px\s+val F1", table) and re.search(r"6/6\s+64\s+0\.2000", table)
+
+
+def test_a_search_at_one_size_has_no_size_column_or_size_in_its_lines(capsys):
+    plain = PlainProgress(2, 6, ["lr"], rungs=[2])
+    a = _trial("a", lr=0.001)
+    plain.on_trial_start(0, [a], a)
+    plain.on_trial_result(1, [a], a, {"epoch": 2, "val_macro_f1": 0.1, "image_size": 64})
+    assert " px" not in capsys.readouterr().out
+    assert "px" not in text_of(render(plain.state, ["lr"]))
+
+
 def test_a_bar_that_never_gets_an_update_prints_nothing(capsys):
     from hpa_tune.cli._common import progress_bar
 

@@ -49,9 +49,15 @@ __all__ = [
 class SearchProgress(Callback):
     """Keeps a ``SearchState`` from Tune's callbacks; subclasses show it (``_shown``)."""
 
-    def __init__(self, num_samples: int, max_epochs: int, param_names: list[str]):
-        self.state = SearchState(num_samples, max_epochs)
+    def __init__(
+        self, num_samples: int, max_epochs: int, param_names: list[str], sizes_vary: bool = False
+    ):
+        self.state = SearchState(num_samples, max_epochs, sizes_vary=sizes_vary)
         self.param_names = param_names
+
+    def _size(self, t: TrialState, result: dict[str, Any]) -> None:
+        if self.state.sizes_vary and result.get("image_size") is not None:
+            t.image_size = int(result["image_size"])
 
     def _trial(self, trial: Any) -> TrialState:
         key = trial.trial_id
@@ -80,6 +86,7 @@ class SearchProgress(Callback):
         t.epoch = int(result.get("epoch", 0))
         t.val_macro_f1 = result.get("val_macro_f1")
         t.best_val_macro_f1 = result.get("best_val_macro_f1")
+        self._size(t, result)
         t.status = (
             ERROR if trial.status == "ERROR" else ended_status(t.epoch, self.state.max_epochs)
         )
@@ -96,6 +103,7 @@ class SearchProgress(Callback):
         t.epoch = int(result.get("epoch", t.epoch))
         t.val_macro_f1 = result.get("val_macro_f1")
         t.best_val_macro_f1 = result.get("best_val_macro_f1")
+        self._size(t, result)
         self._shown("result", t, result=result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -112,8 +120,10 @@ class SearchProgress(Callback):
 class LiveProgress(SearchProgress):
     """Ray Tune callback that keeps a rich Live view of the search up to date."""
 
-    def __init__(self, num_samples: int, max_epochs: int, param_names: list[str]):
-        super().__init__(num_samples, max_epochs, param_names)
+    def __init__(
+        self, num_samples: int, max_epochs: int, param_names: list[str], sizes_vary: bool = False
+    ):
+        super().__init__(num_samples, max_epochs, param_names, sizes_vary)
         self.live: Live | None = None  # created on first use: the Tuner pickles its callbacks
 
     def __getstate__(self) -> dict[str, Any]:
@@ -150,6 +160,7 @@ class PlainProgress(SearchProgress):
         every_epochs: an epoch line every this many epochs besides the rungs (0: a tenth of
             ``max_epochs``, at least 1).
         status_every_s: seconds between overall lines.
+        sizes_vary: the space has resolution rungs (each epoch line names its image size).
     """
 
     def __init__(
@@ -161,8 +172,9 @@ class PlainProgress(SearchProgress):
         time_budget_s: float | None = None,
         every_epochs: int = 0,
         status_every_s: float = 60.0,
+        sizes_vary: bool = False,
     ):
-        super().__init__(num_samples, max_epochs, param_names)
+        super().__init__(num_samples, max_epochs, param_names, sizes_vary)
         self.rungs = rungs or []
         self.time_budget_s = time_budget_s
         self.every_epochs = every_epochs or max(1, max_epochs // 10)

@@ -253,15 +253,20 @@ def progress_callbacks(plan: RunPlan, progress: str) -> list[Any]:
     from hpa_tune.report.search_view import asha_rungs
 
     rec, params = plan.record, list(plan.spec.params)
+    sizes_vary = bool(rec.constants.get("size_schedule"))
     if progress == "live":
-        return [LiveProgress(rec.num_samples, rec.max_epochs, params)]
+        return [LiveProgress(rec.num_samples, rec.max_epochs, params, sizes_vary)]
     if progress != "plain":
         return []
     s = plan.spec.scheduler
     rungs = (
         [] if s.type == "fifo" else asha_rungs(s.grace_period, s.reduction_factor, rec.max_epochs)
     )
-    return [PlainProgress(rec.num_samples, rec.max_epochs, params, rungs, rec.time_budget_s)]
+    return [
+        PlainProgress(
+            rec.num_samples, rec.max_epochs, params, rungs, rec.time_budget_s, sizes_vary=sizes_vary
+        )
+    ]
 
 
 def _record(plan: RunPlan, result: Any) -> TrialRecord:

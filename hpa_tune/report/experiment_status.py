@@ -36,6 +36,7 @@ from hpa_tune.search.experiment import RunRecord
 from hpa_tune.search.space import parse_space
 from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 from hpa_tune.storage import filesystems as storage
+from hpa_tune.train.size_schedule import size_at_epoch
 
 # Optuna's trial states as the trial table names them (a WAITING trial was asked, not started).
 _STATUS = {"RUNNING": RUNNING, "COMPLETE": COMPLETED, "PRUNED": PRUNED, "FAIL": ERROR}
@@ -112,6 +113,16 @@ def state_from_study(
             best,
         )
     return state
+
+
+def show_sizes(state: SearchState, schedule: Any, full_size: int) -> None:
+    """Mark the trials of a search with resolution rungs (``schedule``: the run's
+    ``size_schedule``) with the image size of their last epoch; nothing without a schedule."""
+    if not schedule:
+        return
+    state.sizes_vary = True
+    for t in state.trials.values():
+        t.image_size = size_at_epoch(schedule, t.epoch, full_size) if t.epoch > 0 else None
 
 
 def elapsed_of_study(trials: list[Any], now: datetime, finished: bool) -> float:
@@ -196,6 +207,7 @@ def read_status(location: str) -> ExperimentStatus:
         state = state_from_summary(frame, record.num_samples, record.max_epochs, spec.metric)
     else:
         state = state_from_study(trials, record.num_samples, record.max_epochs, spec.mode)
+    show_sizes(state, record.constants.get("size_schedule"), record.constants.get("image_size", 0))
     best = _read(location, BEST_FILE)
     refit = _read(location, f"{REFIT_DIR}/{REFIT_METRICS_FILE}")
     return ExperimentStatus(

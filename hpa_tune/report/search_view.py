@@ -38,6 +38,7 @@ class TrialState:
     epoch: int = 0
     val_macro_f1: float | None = None
     best_val_macro_f1: float | None = None
+    image_size: int | None = None  # its last epoch's size, in a search whose sizes vary
 
 
 @dataclass
@@ -48,6 +49,7 @@ class SearchState:
     max_epochs: int
     trials: dict[str, TrialState] = field(default_factory=dict)
     started: float = field(default_factory=lambda: time.monotonic())
+    sizes_vary: bool = False  # a space with ``fidelity:`` rungs: each trial's size is shown
 
     def best(self) -> TrialState | None:
         scored = [t for t in self.trials.values() if t.best_val_macro_f1 is not None]
@@ -111,16 +113,20 @@ def overall_text(
 
 
 def trial_table(state: SearchState, param_names: list[str], max_rows: int | None = 20) -> Table:
-    """The trials (the ``max_rows`` most recent): params, epoch, last and best score, status."""
+    """The trials (the ``max_rows`` most recent): params, epoch (and the image size it trains at
+    when the search's sizes vary), last and best score, status."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ["trial", *param_names, "epoch", "val F1", "best", "status"]:
+    px = ["px"] if state.sizes_vary else []
+    for col in ["trial", *param_names, "epoch", *px, "val F1", "best", "status"]:
         table.add_column(col, overflow="fold")  # a narrow terminal wraps a cell, never cuts it
     trials = list(state.trials.values())
     for t in trials[-max_rows:] if max_rows else trials:
+        size = [str(t.image_size or "-")] if state.sizes_vary else []
         table.add_row(
             t.trial_id,
             *[short(t.params.get(p, "-")) for p in param_names],
             f"{t.epoch}/{state.max_epochs}",
+            *size,
             "-" if t.val_macro_f1 is None else f"{t.val_macro_f1:.4f}",
             "-" if t.best_val_macro_f1 is None else f"{t.best_val_macro_f1:.4f}",
             t.status,
@@ -174,8 +180,11 @@ def epoch_line(trial: TrialState, max_epochs: int, at_rung: bool, result: dict[s
         parts.append(f"train loss {result['train_loss']:.4f}")
     if isinstance(result.get("time_this_iter_s"), float):
         parts.append(f"{result['time_this_iter_s']:.1f}s/epoch")
+    size = f" at {trial.image_size} px" if trial.image_size else ""
     rung = " (ASHA rung)" if at_rung else ""
-    return f"trial {trial.trial_id} epoch {trial.epoch}/{max_epochs}{rung}: {', '.join(parts)}"
+    return (
+        f"trial {trial.trial_id} epoch {trial.epoch}/{max_epochs}{size}{rung}: {', '.join(parts)}"
+    )
 
 
 def ended_line(trial: TrialState, max_epochs: int, reason: str) -> str:
