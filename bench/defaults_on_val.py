@@ -10,15 +10,19 @@ default point is trained alone (``bench/equal_compute.py``'s default space, ``--
   of a 12-epoch search keeps.
 - **loss**: once more with ``--set loss=bce`` (the study's whole-term weighting) for
   ``--loss-epochs`` epochs, against ``bce_pos`` over the same first epochs.
+- **TTA** (with ``--tta-from DIR ...``): every refit under those directories scored both the model
+  alone and with TTA, each at the threshold method val chose; their val figures (cross-validated
+  within val, as the refit chooses its threshold method) say whether TTA should stay on.
 
     python bench/defaults_on_val.py --work /tmp/eqw --seeds 10 11 12 13 14 \\
-        --json bench/results/defaults_on_val.json --md bench/results/defaults_on_val.md
+        --tta-from /tmp/eqw/runs /tmp/eqg/runs --json bench/results/defaults_on_val.json --md bench/results/defaults_on_val.md
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -52,6 +56,33 @@ def level_at(curve: list[float], epochs: int, window: int = 6) -> float:
     """The mean val figure of the ``window`` epochs ending at ``epochs``: the level the run has
     reached there, free of the optimism of picking the best of more epochs."""
     return statistics.mean(curve[max(epochs - window, 0) : epochs])
+
+
+def tta_on_val(metrics: dict[str, Any]) -> tuple[float, float]:
+    """(alone, with TTA): a refit's val macro F1, cross-validated within val, of the single model
+    at the threshold method val chose for it, without and with TTA."""
+    p = metrics["predictors"]
+    alone, tta = p["single"], p["single_tta"]
+    return (
+        alone["val_cv_macro_f1"][alone["threshold_method"]],
+        tta["val_cv_macro_f1"][tta["threshold_method"]],
+    )
+
+
+def tta_markdown(rows: list[dict[str, Any]]) -> str:
+    """One line per refit, then the mean difference and how often TTA was higher."""
+    out = ["| refit | alone | with TTA | TTA - alone |", "|---|---:|---:|---:|"]
+    for r in rows:
+        out.append(
+            f"| {r['experiment']} | {r['alone']:.3f} | {r['tta']:.3f} | {r['tta'] - r['alone']:+.3f} |"
+        )
+    gains = [r["tta"] - r["alone"] for r in rows]
+    out.append(
+        f"| mean of {len(rows)} | {statistics.mean(r['alone'] for r in rows):.3f} | "
+        f"{statistics.mean(r['tta'] for r in rows):.3f} | {statistics.mean(gains):+.3f} "
+        f"(TTA higher on {sum(g > 0 for g in gains)}) |"
+    )
+    return "\n".join(out) + "\n"
 
 
 def markdown(rows: list[dict[str, Any]], factors: list[int], loss_epochs: int) -> str:
@@ -95,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
     parser.add_argument("--epochs", type=int, default=72)
     parser.add_argument("--loss-epochs", type=int, default=36)
+    parser.add_argument(
+        "--tta-from", type=Path, nargs="*", default=[], help="directories of finished experiments"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
@@ -135,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         print(markdown(rows, factors, args.loss_epochs), flush=True)
+    tta = []
+    for runs in args.tta_from:
+        for path in sorted(runs.glob("*/refit/metrics.json")):
+            alone, with_tta = tta_on_val(json.loads(path.read_text()))
+            tta.append({"experiment": path.parents[1].name, "alone": alone, "tta": with_tta})
     info = machine_info()
     result = {
         "machine": info,
@@ -143,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "metric": METRIC,
         "rows": rows,
+        "tta": tta,
     }
-    table = markdown(rows, factors, args.loss_epochs)
+    table = markdown(rows, factors, args.loss_epochs) + (f"\n{tta_markdown(tta)}" if tta else "")
     write_outputs(
         args.json,
         args.md,

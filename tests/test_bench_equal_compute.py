@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.defaults_on_val import best_within, val_curve
+from bench.defaults_on_val import best_within, tta_on_val, val_curve
 from bench.equal_compute import _config_compute, default_space, is_point, search_compute
 from hpa_tune.search.space import load_space
 
@@ -72,3 +72,16 @@ def test_a_refit_of_f_times_the_epochs_keeps_the_best_val_figure_of_its_first_ep
     curve = val_curve(tmp_path / "base")
     assert curve == [0.2, 0.3, 0.25]
     assert best_within(curve, 1) == 0.2 and best_within(curve, 3) == 0.3
+
+
+def test_tta_is_judged_on_val_at_the_threshold_method_val_chose_for_each_predictor() -> None:
+    def predictor(method: str, cv: dict[str, float]) -> dict:
+        return {"threshold_method": method, "val_cv_macro_f1": cv, "holdout_macro_f1_tuned": 0.9}
+
+    metrics = {
+        "predictors": {
+            "single": predictor("global", {"global": 0.30, "shrunk": 0.40}),
+            "single_tta": predictor("shrunk", {"global": 0.50, "shrunk": 0.35}),
+        }
+    }
+    assert tta_on_val(metrics) == (0.30, 0.35)  # never a holdout figure
