@@ -230,7 +230,7 @@ def test_an_earlier_experiment_on_object_storage_reads_as_a_local_one(
 ):
     import boto3
 
-    from hpa_tune.search.warm_start import read_earlier
+    from hpa_tune.search.earlier_studies import read_earlier
     from hpa_tune.storage import filesystems as storage
 
     exp, _ = searched_experiment

@@ -217,7 +217,7 @@ def run(
 
 def _warm_start(locations: tuple[str, ...], plan: Any) -> Any:
     """The earlier studies' trials and winner for ``plan`` (``search.warm_start``), notes printed."""
-    from hpa_tune.search.warm_start import load_warm_start
+    from hpa_tune.search.earlier_studies import load_warm_start
 
     return load_warm_start(locations, plan.spec, plan.record.constants, log=click.echo)
 
