@@ -72,3 +72,25 @@ def write_outputs(
     if md_path:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(md_text)
+
+
+def write_seed_bench(
+    script: str,
+    argv: list[str] | None,
+    commit: str,
+    fields: dict[str, Any],
+    table: str,
+    json_path: Path | None,
+    md_path: Path | None,
+) -> None:
+    """The outputs of a per-seed bench script: the machine, the commit the runs used, the command
+    line that made them and ``fields`` as JSON; the machine line, the command and ``table`` as
+    Markdown."""
+    import sys
+
+    info = machine_info()
+    command = f"python {script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"machine": info, "commit": commit, "command": command, **fields}
+    write_outputs(
+        json_path, md_path, result, f"{describe(info)}\n\ncommit {commit}: `{command}`\n\n{table}"
+    )

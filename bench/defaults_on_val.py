@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info, write_outputs  # noqa: E402
+from bench._machine import write_seed_bench  # noqa: E402
 from bench.equal_compute import default_space  # noqa: E402
 from bench.vs_hand import _commit, hpa_tune_run, seed_shards  # noqa: E402
 
@@ -174,23 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in sorted(runs.glob("*/refit/metrics.json")):
             alone, with_tta = tta_on_val(json.loads(path.read_text()))
             tta.append({"experiment": path.parents[1].name, "alone": alone, "tta": with_tta})
-    info = machine_info()
-    result = {
-        "machine": info,
-        "commit": commit,
-        "command": "python bench/defaults_on_val.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "metric": METRIC,
-        "rows": rows,
-        "tta": tta,
-    }
     table = markdown(rows, factors, args.loss_epochs) + (f"\n{tta_markdown(tta)}" if tta else "")
-    write_outputs(
-        args.json,
-        args.md,
-        result,
-        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
-    )
+    fields = {"metric": METRIC, "rows": rows, "tta": tta}
+    write_seed_bench("bench/defaults_on_val.py", argv, commit, fields, table, args.json, args.md)
 
 
 if __name__ == "__main__":

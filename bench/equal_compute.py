@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info, write_outputs  # noqa: E402
+from bench._machine import write_seed_bench  # noqa: E402
 from bench.vs_hand import _commit, hpa_tune_run, product_run, seed_shards  # noqa: E402
 
 
@@ -286,20 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown(rows), flush=True)
         if args.warm_size:
             print(warm_markdown(rows), flush=True)
-    info = machine_info()
-    result = {
-        "machine": info,
-        "commit": commit,
-        "command": "python bench/equal_compute.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "rows": rows,
-    }
     table = markdown(rows) + (f"\n{warm_markdown(rows)}" if args.warm_size else "")
-    write_outputs(
-        args.json,
-        args.md,
-        result,
-        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
+    write_seed_bench(
+        "bench/equal_compute.py", argv, commit, {"rows": rows}, table, args.json, args.md
     )
 
 

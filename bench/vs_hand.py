@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._machine import describe, machine_info, write_outputs  # noqa: E402
+from bench._machine import write_seed_bench  # noqa: E402
 
 
 def _sh(cmd: list[str], log: Path) -> float:
@@ -232,24 +232,14 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         print(markdown(rows, args.label), flush=True)
-    info = machine_info()
-    result = {
-        "machine": info,
-        "commit": commit,
-        "command": "python bench/vs_hand.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+    fields = {
         "label": args.label,
         "rows": rows,
         "mean_margin": sum(r["margin"] for r in rows) / len(rows),
         "seeds_won": sum(r["margin"] > 0 for r in rows),
     }
     table = markdown(rows, args.label)
-    write_outputs(
-        args.json,
-        args.md,
-        result,
-        f"{describe(info)}\n\ncommit {result['commit']}: `{result['command']}`\n\n{table}",
-    )
+    write_seed_bench("bench/vs_hand.py", argv, commit, fields, table, args.json, args.md)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -85,3 +86,37 @@ def test_tta_is_judged_on_val_at_the_threshold_method_val_chose_for_each_predict
         }
     }
     assert tta_on_val(metrics) == (0.30, 0.35)  # never a holdout figure
+
+
+def test_defaults_on_val_writes_its_tables_from_finished_runs_and_reads_no_holdout(
+    tmp_path: Path,
+) -> None:
+    from bench import defaults_on_val
+
+    (tmp_path / "shards10").mkdir()
+    (tmp_path / "shards10" / "manifest.json").write_text("{}")  # prepared: not made again
+    for label, epochs in (("val-base", 72), ("val-bce", 36)):
+        exp = tmp_path / "runs" / f"{label}-seed10"
+        exp.mkdir(parents=True)
+        (exp / "best.json").write_text("{}")  # finished: not run again
+        rate = 0.004 if label == "val-base" else 0.002
+        rows = "".join(f"t,{e},{min(rate * e, 0.25):.4f}\n" for e in range(1, epochs + 1))
+        (exp / "history.csv").write_text("trial_id,epoch,val_macro_f1_global\n" + rows)
+    refit = tmp_path / "runs" / "val-base-seed10" / "refit"
+    refit.mkdir()
+    single = {"threshold_method": "global", "val_cv_macro_f1": {"global": 0.2}}
+    tta = {"threshold_method": "global", "val_cv_macro_f1": {"global": 0.25}}
+    (refit / "metrics.json").write_text(
+        json.dumps({"predictors": {"single": single, "single_tta": tta}})
+    )
+    out = tmp_path / "out.json"
+    defaults_on_val.main(
+        ["--work", str(tmp_path), "--seeds", "10", "--tta-from", str(tmp_path / "runs"),
+         "--json", str(out)]
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    assert row["refit"]["3"] == 0.144 and row["refit"]["5"] == 0.24 and row["refit"]["6"] == 0.25
+    assert row["best_epoch"] == 63 and (row["bce_pos"], row["bce"]) == (0.144, 0.072)
+    assert result["tta"] == [{"experiment": "val-base-seed10", "alone": 0.2, "tta": 0.25}]
+    assert result["command"].startswith("python bench/defaults_on_val.py --work")
