@@ -108,6 +108,13 @@ def _progress(requested: str, quiet: bool) -> str:
     "value outside the new space is skipped, a parameter the new space lacks dropped, each "
     "with a note) and the first trial is their winner. Same metric and mode only.",
 )
+@click.option(
+    "--default-only",
+    is_flag=True,
+    help="No search: train the space's default point (its first points_to_evaluate) alone, one "
+    "trial of --max-epochs at the full image size, its refit reusing that trial's checkpoint. "
+    "At small budgets this beat every search we measured (BENCHMARKS.md 7.2).",
+)
 @progress_options
 def run(
     space: Path,
@@ -125,6 +132,7 @@ def run(
     overrides: tuple[str, ...],
     no_refit: bool,
     warm_start: tuple[str, ...],
+    default_only: bool,
     progress: str,
     quiet: bool,
 ) -> None:
@@ -138,11 +146,18 @@ def run(
       hpa-tune run search_spaces/densenet_space.yaml --data s3://bucket/hpa-shards --storage s3://bucket/runs
       hpa-tune run search_spaces/densenet_space.yaml --data ~/hpa-shards --set image_size=224 \\
           --warm-start results/densenet_space-64px    # continue a cheap 64 px study
+      hpa-tune run search_spaces/baseline_space.yaml --data ~/hpa-shards --default-only \\
+          --max-epochs 90                               # the default alone, for the whole budget
     """
     from hpa_tune.search.space import load_space
 
     # A missing or broken space file is reported before torch and Ray are imported (~10 s, 1 GB).
     load_space(space)
+    if default_only and (warm_start or (num_samples or 1) > 1):
+        raise HpaTuneError(
+            "--default-only trains one trial of the default point; it takes no --warm-start and "
+            f"no --num-samples above 1 (got {num_samples or 1} and {len(warm_start)} earlier studies)"
+        )
     from hpa_tune.ray_layer.runner import run_search
     from hpa_tune.search.experiment import check_new_experiment, check_storage
     from hpa_tune.search.planning import RunOptions, check_run_data, plan_run, warm_started
@@ -164,6 +179,7 @@ def run(
         seed=seed,
         overrides=_parse_overrides(overrides),
         progress=_progress(progress, quiet),
+        default_only=default_only,
     )
     builtin = data_dir is None
     # Every value is checked before any work (rendering the sample, loading data, starting Ray).
@@ -196,8 +212,13 @@ def run(
     plan = warm_started(plan, warm) if warm is not None else plan
     rec = plan.record
     check_run_data(rec)  # an image size not prepared, an unusable shard cache: before any output
+    trials = (
+        "the default point alone (--default-only), 1 trial"
+        if default_only
+        else f"{rec.num_samples} trials"
+    )
     click.echo(
-        f"search: {plan.spec.name}, {rec.num_samples} trials x up to {rec.max_epochs} epochs, "
+        f"search: {plan.spec.name}, {trials} x up to {rec.max_epochs} epochs, "
         f"image sizes {rec.sizes}, data {rec.data_dir}"
     )
     # On object storage our files are written to a staging copy and uploaded when the search

@@ -155,7 +155,8 @@ def params_text(params: dict[str, Any]) -> str:
 
 def started_line(trial: TrialState, node: str | None) -> str:
     where = f" on node {node}" if node else ""
-    return f"trial {trial.trial_id} started{where}: {params_text(trial.params)}"
+    params = f": {params_text(trial.params)}" if trial.params else " (nothing sampled)"
+    return f"trial {trial.trial_id} started{where}{params}"
 
 
 def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hpa_tune.data.shards import ShardManifest
 from hpa_tune.data.splits import TRAIN, VAL
 from hpa_tune.errors import NotRetryableError
+from hpa_tune.search.default_point import default_only
 from hpa_tune.search.experiment import RunRecord, absolute_location
 from hpa_tune.search.space import (
     SpaceSpec,
@@ -53,6 +54,7 @@ class RunOptions:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: str = "live"  # live, plain or none (progress.progress_mode resolves auto)
+    default_only: bool = False  # one trial of the space's default point (``default_point``)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) ->
         pinned.update({"pretrained": "none", **spec.demo.fixed})
     pinned.update(options.overrides)
     spec = pin_values(spec, pinned)
+    if options.default_only:
+        spec = default_only(spec)
     constants: dict[str, Any] = {
         **spec.fixed,
         "max_epochs": max_epochs,
@@ -102,7 +106,7 @@ def plan_run(options: RunOptions, data_dir: str | Path, builtin_sample: bool) ->
         data_dir=absolute_location(storage.location_arg(data_dir)),
         builtin_sample=builtin_sample,
         constants=constants,
-        num_samples=options.num_samples or budget.num_samples,
+        num_samples=1 if options.default_only else options.num_samples or budget.num_samples,
         max_epochs=max_epochs,
         seed=options.seed,
         sizes=sizes,
