@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._machine import write_seed_bench  # noqa: E402
 from bench.vs_hand import _commit, hpa_tune_run, product_run, seed_shards  # noqa: E402
+from hpa_tune.search.default_point import default_only  # noqa: E402
+from hpa_tune.search.space import load_space  # noqa: E402
 
 
 def search_compute(exp: Path, full_size: int) -> float:
@@ -84,28 +86,13 @@ def _config_compute(cfg: dict[str, Any], full_size: int) -> float:
 
 
 def default_space(space_path: Path, out: Path) -> tuple[Path, int]:
-    """The space with every parameter fixed at its first ``points_to_evaluate``; one trial,
-    refit on that trial's checkpoint. Returns the written path and the full image size."""
-    space = yaml.safe_load(space_path.read_text())
-    point = space["points_to_evaluate"][0]
-    fixed = dict(space.get("fixed", {}))
-    for name, spec in space.get("params", {}).items():
-        if name in point:
-            fixed[name] = point[name]
-        elif "default" in spec:
-            fixed[name] = spec["default"]
-        else:
-            raise SystemExit(f"{space_path}: params.{name} has no value in points_to_evaluate[0]")
-    space["params"] = {}
-    space["points_to_evaluate"] = []
-    space["refit_epochs_factor"] = 1
-    fidelity = space.pop("fidelity", None)
-    if fidelity:  # the default trains at the full size, the fidelity's last rung
-        fixed.setdefault("image_size", fidelity["image_size"][-1])
-    space["fixed"] = fixed
-    space["description"] = f"{space.get('description', '')} (default point only)"
-    out.write_text(yaml.safe_dump(space, sort_keys=False))
-    return out, int(fixed.get("image_size", 64))
+    """The space reduced to its default point (``hpa-tune run --default-only``'s reduction,
+    ``hpa_tune.search.default_point``), written to ``out``: one trial, refit on that trial's
+    checkpoint, at the full size. Returns the written path and that size."""
+    spec = default_only(load_space(space_path))
+    spec = spec.model_copy(update={"description": f"{spec.description} (default point only)"})
+    out.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    return out, int(spec.fixed.get("image_size", 64))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
