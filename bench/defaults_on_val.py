@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._machine import write_seed_bench  # noqa: E402
 from bench.equal_compute import default_space  # noqa: E402
-from bench.vs_hand import _commit, hpa_tune_run, seed_shards  # noqa: E402
+from bench.vs_hand import _commit, add_seed_arguments, hpa_tune_run, seed_shards  # noqa: E402
 
 METRIC = "val_macro_f1_global"
 SEARCH_EPOCHS = 12  # baseline_space's max_epochs in the equal-compute and vs-hand benches
@@ -119,11 +119,7 @@ def markdown(rows: list[dict[str, Any]], factors: list[int], loss_epochs: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14])
-    parser.add_argument("--n", type=int, default=600)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
+    add_seed_arguments(parser, [10, 11, 12, 13, 14])
     parser.add_argument("--epochs", type=int, default=72)
     parser.add_argument("--loss-epochs", type=int, default=36)
     parser.add_argument(

@@ -47,7 +47,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._machine import write_seed_bench  # noqa: E402
-from bench.vs_hand import _commit, hpa_tune_run, product_run, seed_shards  # noqa: E402
+from bench.vs_hand import _commit, add_seed_arguments, hpa_tune_run, product_run, seed_shards  # noqa: E402
 from hpa_tune.search.default_point import default_only  # noqa: E402
 from hpa_tune.search.space import load_space  # noqa: E402
 
@@ -165,11 +165,10 @@ def warm_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def warm_arm(
-    args: argparse.Namespace, seed: int, full_size: int, log: Path
-) -> tuple[dict[str, Any], float]:
+def warm_arm(args: argparse.Namespace, seed: int, full_size: int, log: Path) -> dict[str, Any]:
     """The earlier cheap study at ``--warm-size`` px, then the study warm-started from it with its
-    refit. Returns the refit's figures (with what was carried) and the earlier study's compute."""
+    refit: the refit's figures, what was carried, and the compute of the earlier study and of
+    both together."""
     early, _ = hpa_tune_run(
         args.work,
         seed,
@@ -192,19 +191,20 @@ def warm_arm(
         ["--warm-start", str(early)],
         log,
     )
-    run = json.loads((args.work / "runs" / f"{label}-seed{seed}" / "run.json").read_text())
-    warm["warm_start_trials"] = run.get("warm_start_trials")
-    warm["start_point_from"] = run.get("start_point_from")
-    return warm, search_compute(early, full_size)
+    exp = args.work / "runs" / f"{label}-seed{seed}"
+    run = json.loads((exp / "run.json").read_text())
+    earlier = search_compute(early, full_size)
+    return warm | {
+        "warm_start_trials": run.get("warm_start_trials"),
+        "start_point_from": run.get("start_point_from"),
+        "earlier_compute": earlier,
+        "compute": earlier + search_compute(exp, full_size),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14])
-    parser.add_argument("--n", type=int, default=600)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
+    add_seed_arguments(parser, [10, 11, 12, 13, 14])
     parser.add_argument("--label", default="eq")
     parser.add_argument("--num-samples", type=int, default=6)
     parser.add_argument("--max-epochs", type=int, default=12)
@@ -258,12 +258,9 @@ def main(argv: list[str] | None = None) -> None:
             "winner_is_default": is_point(search["winner_params"], point),
         }
         if args.warm_size:
-            warm, earlier_compute = warm_arm(args, seed, full_size, log)
-            warm_exp = args.work / "runs" / f"{args.label}-warm-seed{seed}"
+            warm = warm_arm(args, seed, full_size, log)
             score = warm["holdout_macro_f1_tuned"]
             warm |= {
-                "earlier_compute": earlier_compute,
-                "compute": earlier_compute + search_compute(warm_exp, full_size),
                 "margin_cold": score - search["holdout_macro_f1_tuned"],
                 "margin_default": score - default["holdout_macro_f1_tuned"],
                 "winner_is_default": is_point(warm["winner_params"], point),

@@ -44,6 +44,16 @@ def _commit() -> str:
     return run.stdout.strip()
 
 
+def add_seed_arguments(parser: argparse.ArgumentParser, seeds: list[int]) -> None:
+    """The options every per-seed bench shares: its work directory (runs are reused from it),
+    the data seeds, the foreign data's size (samples, pixels) and the space searched."""
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--space", type=Path, default=Path("search_spaces/baseline_space.yaml"))
+
+
 def seed_shards(
     work: Path, seed: int, n: int, size: int, log: Path, sizes: tuple[int, ...] = (64,)
 ) -> Path:
@@ -200,11 +210,7 @@ def markdown(rows: list[dict[str, Any]], label: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n", type=int, default=600)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--space", default="search_spaces/baseline_space.yaml")
+    add_seed_arguments(parser, [0, 1, 2])
     parser.add_argument("--label", default="product")
     parser.add_argument("--num-samples", type=int, default=6)
     parser.add_argument("--max-epochs", type=int, default=12)
@@ -220,7 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         hand = seed_data(args.work, seed, args.n, args.size, args.max_epochs, log)
         product = product_run(
-            args.work, seed, args.space, args.label, args.num_samples, args.max_epochs, extra, log
+            args.work,
+            seed,
+            str(args.space),
+            args.label,
+            args.num_samples,
+            args.max_epochs,
+            extra,
+            log,
         )
         best_hand = max(hand["holdout_macro_f1_global"], hand["holdout_macro_f1_per_class"])
         rows.append(

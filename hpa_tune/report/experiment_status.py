@@ -36,7 +36,7 @@ from hpa_tune.search.experiment import RunRecord
 from hpa_tune.search.space import parse_space
 from hpa_tune.search.trial_table import COMPLETED, ERROR, PRUNED
 from hpa_tune.storage import filesystems as storage
-from hpa_tune.train.size_schedule import size_at_epoch
+from hpa_tune.train.size_schedule import SizeSchedule, size_at_epoch
 
 # Optuna's trial states as the trial table names them (a WAITING trial was asked, not started).
 _STATUS = {"RUNNING": RUNNING, "COMPLETE": COMPLETED, "PRUNED": PRUNED, "FAIL": ERROR}
@@ -115,7 +115,7 @@ def state_from_study(
     return state
 
 
-def show_sizes(state: SearchState, schedule: Any, full_size: int) -> None:
+def show_sizes(state: SearchState, schedule: SizeSchedule | None, full_size: int) -> None:
     """Mark the trials of a search with resolution rungs (``schedule``: the run's
     ``size_schedule``) with the image size of their last epoch; nothing without a schedule."""
     if not schedule:
